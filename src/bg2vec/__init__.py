@@ -1,0 +1,28 @@
+"""bg2vec: turn a decoder-only LLM into a text encoder (LLM2Vec: bidirectional attention, Bi-MNTP, SimCSE)."""
+
+__version__ = "0.1.0"
+
+from .bidirectional import enable_bidirectional, is_bidirectional
+from .config import MNTPConfig, load_config
+from .errors import Bg2VecError, ConfigError, DataError
+from .masking import MNTPCollator, prepare_tokenizer
+from .mntp import MNTPModel, masked_token_accuracy, mntp_logits_at_labels, mntp_loss
+from .train_mntp import run_mntp
+
+__all__ = [
+    "__version__",
+    "Bg2VecError",
+    "ConfigError",
+    "DataError",
+    "MNTPCollator",
+    "MNTPConfig",
+    "MNTPModel",
+    "enable_bidirectional",
+    "is_bidirectional",
+    "load_config",
+    "masked_token_accuracy",
+    "mntp_logits_at_labels",
+    "mntp_loss",
+    "prepare_tokenizer",
+    "run_mntp",
+]

@@ -1,0 +1,24 @@
+"""Errors that a user can fix: each says which setting, which value, what is allowed, and what to do."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Bg2VecError(ValueError):
+    """Base class of bg2vec's user-facing errors; the CLI prints them as one line and exits with status 2."""
+
+
+class ConfigError(Bg2VecError):
+    """A setting has a value we cannot use."""
+
+    def __init__(self, setting: str, value: Any, allowed: str, fix: str | None = None) -> None:
+        self.setting, self.value, self.allowed, self.fix = setting, value, allowed, fix
+        message = f"{setting}={value!r} is not valid: expected {allowed}"
+        if fix:
+            message += f"; {fix}"
+        super().__init__(message)
+
+
+class DataError(Bg2VecError):
+    """The input data cannot give what a run needs (empty corpus, blocks too short, missing column...)."""

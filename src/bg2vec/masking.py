@@ -1,0 +1,140 @@
+"""Mask-token choice and the MNTP collators.
+
+Decoder tokenizers have no mask token. As in llm2vec, we pick one (`blank` = "_", `eos`, or a new `<mask>`)
+only when the tokenizer has none, and set pad = eos when pad is missing.
+
+Collators (both pad on the right and never choose special tokens or padding):
+- `all_mask`: each token is chosen with probability p and replaced by the mask token;
+- `default`: BERT's 80% mask / 10% random token / 10% unchanged among the chosen tokens.
+Labels hold the original id at chosen positions and -100 elsewhere. The MNTP shift (predict token i from
+position i-1) is *not* applied here; it is written out in `mntp.py`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from .config import COLLATOR_TYPES, MASK_TOKEN_TYPES
+from .errors import ConfigError
+
+IGNORE_INDEX = -100
+
+
+def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, mask_token_type: str) -> bool:
+    """Give `tokenizer` a pad and a mask token, in place. Returns True if a token was added to the vocabulary
+    (the model's embeddings must then be resized)."""
+    if mask_token_type not in MASK_TOKEN_TYPES:
+        raise ConfigError("mask_token_type", mask_token_type, "one of " + ", ".join(MASK_TOKEN_TYPES))
+    if tokenizer.eos_token is None and tokenizer.pad_token is None:
+        raise ConfigError(
+            "tokenizer",
+            tokenizer.name_or_path,
+            "a tokenizer with an eos or pad token",
+            fix="use the model's own tokenizer, or add an eos token to it",
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.mask_token is not None:
+        return False
+    if mask_token_type == "mask":
+        tokenizer.add_special_tokens({"mask_token": "<mask>"})
+        return True
+    if mask_token_type == "eos":
+        if tokenizer.eos_token is None:
+            raise ConfigError(
+                "mask_token_type", "eos", "a tokenizer with an eos token", fix="use mask_token_type blank or mask"
+            )
+        tokenizer.mask_token = tokenizer.eos_token
+        return False
+    blank_id = tokenizer.convert_tokens_to_ids("_")
+    if blank_id is None or blank_id == tokenizer.unk_token_id:
+        raise ConfigError(
+            "mask_token_type",
+            "blank",
+            "a tokenizer whose vocabulary has the single token '_'",
+            fix="use mask_token_type mask (adds <mask>) or eos",
+        )
+    tokenizer.mask_token = "_"
+    return False
+
+
+@dataclass
+class MNTPCollator:
+    """Pads a list of `{"input_ids": [...]}` examples and masks them for MNTP.
+
+    The masks are a function of (`seed`, the batch's tokens), drawn from a generator of their own: a resumed
+    run masks exactly as an uninterrupted one, data-loader workers and processes agree, every evaluation
+    scores the same masked positions, and a reshuffled epoch (other batch contents) gets fresh masks.
+    """
+
+    mask_token_id: int
+    pad_token_id: int
+    special_token_ids: Sequence[int]
+    vocab_size: int
+    mlm_probability: float = 0.15
+    collator_type: str = "default"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.collator_type not in COLLATOR_TYPES:
+            raise ConfigError("data_collator_type", self.collator_type, "one of " + ", ".join(COLLATOR_TYPES))
+        if not 0.0 < self.mlm_probability <= 1.0:
+            raise ConfigError("mlm_probability", self.mlm_probability, "a value in (0, 1]")
+        self._special = torch.tensor(sorted(set(self.special_token_ids)), dtype=torch.long)
+
+    @classmethod
+    def for_tokenizer(cls, tokenizer: PreTrainedTokenizerBase, **kwargs: Any) -> MNTPCollator:
+        """A collator using `tokenizer`'s mask, pad and special tokens (call `prepare_tokenizer` first)."""
+        return cls(
+            mask_token_id=tokenizer.mask_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            special_token_ids=tokenizer.all_special_ids,
+            vocab_size=len(tokenizer),
+            **kwargs,
+        )
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        input_ids, attention_mask = self.pad([example["input_ids"] for example in examples])
+        input_ids, labels = self.mask(input_ids, attention_mask, self.generator_for(input_ids))
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+    def pad(self, sequences: list[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-pad to the longest sequence: (B, T) ids and (B, T) attention mask."""
+        length = max(len(s) for s in sequences)
+        input_ids = torch.full((len(sequences), length), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(sequences), length), dtype=torch.long)
+        for row, sequence in enumerate(sequences):
+            input_ids[row, : len(sequence)] = torch.as_tensor(sequence, dtype=torch.long)
+            attention_mask[row, : len(sequence)] = 1
+        return input_ids, attention_mask
+
+    def generator_for(self, input_ids: torch.Tensor) -> torch.Generator:
+        """A generator seeded by `seed` and the batch's token ids."""
+        digest = hashlib.blake2b(input_ids.numpy().tobytes(), digest_size=8, key=str(self.seed).encode()).digest()
+        return torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
+
+    def mask(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Choose and corrupt tokens; returns (corrupted ids, labels), both (B, T)."""
+        input_ids = input_ids.clone()
+        labels = input_ids.clone()
+        eligible = attention_mask.bool() & ~torch.isin(input_ids, self._special)  # (B, T)
+        probabilities = torch.full(input_ids.shape, self.mlm_probability)
+        chosen = torch.bernoulli(probabilities, generator=generator).bool() & eligible
+        labels[~chosen] = IGNORE_INDEX
+        if self.collator_type == "all_mask":
+            input_ids[chosen] = self.mask_token_id
+            return input_ids, labels
+        replace = torch.bernoulli(torch.full(input_ids.shape, 0.8), generator=generator).bool() & chosen
+        input_ids[replace] = self.mask_token_id
+        randomize = torch.bernoulli(torch.full(input_ids.shape, 0.5), generator=generator).bool()
+        randomize &= chosen & ~replace
+        random_ids = torch.randint(self.vocab_size, input_ids.shape, dtype=torch.long, generator=generator)
+        input_ids[randomize] = random_ids[randomize]
+        return input_ids, labels

@@ -1,0 +1,191 @@
+"""The Bi-MNTP recipe (`bg2vec mntp CONFIG.json`): set up, train, save. Reads top to bottom.
+
+1. check the output folder and load tokenizer, model and data (every input error surfaces here, before
+   anything is written);
+2. make the decoder bidirectional (verified), wrap it in LoRA, train with the MNTP objective;
+3. save the adapter (llm2vec's layout), tokenizer, config.json, bg2vec_config.json, metrics and a plot.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import set_seed
+
+from . import __version__
+from .bidirectional import enable_bidirectional
+from .config import MNTPConfig, config_to_dict
+from .data import mntp_datasets
+from .masking import MNTPCollator, prepare_tokenizer
+from .mntp import MNTPModel, masked_token_accuracy
+from .reporting import eval_rows, format_table, plot_curves, write_metrics
+from .training import (
+    AdapterTrainer,
+    StopAfterSteps,
+    add_lora,
+    build_training_arguments,
+    check_causal_lm,
+    check_output_dir,
+    load_causal_lm,
+    load_tokenizer,
+    resolve_checkpoint,
+    trainable_parameters_line,
+)
+
+BG2VEC_CONFIG_FILE = "bg2vec_config.json"
+PLOT_FILE = "mntp_curves.png"
+TABLE_COLUMNS = {"Accuracy": "eval_accuracy"}
+
+
+@dataclass
+class MNTPResult:
+    """What a finished run reports: where it wrote, the table rows and the final figures."""
+
+    output_dir: str
+    rows: list[dict[str, Any]]
+    final: dict[str, Any]
+    table: str
+    model: MNTPModel
+
+
+def build_mntp_model(config: MNTPConfig, tokenizer) -> MNTPModel:
+    """Base model → (resized) → bidirectional decoder with LoRA + LM head (frozen unless train_lm_head)."""
+    model = load_causal_lm(
+        config.model_name_or_path, config.torch_dtype, config.attn_implementation, config.cache_dir, config.trust_remote_code
+    )
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
+    decoder = model.get_decoder()
+    lm_head = model.get_output_embeddings()
+    if config.bidirectional:
+        enable_bidirectional(decoder)
+    lm_head = _lm_head_for_training(lm_head, decoder, config.train_lm_head)
+    if config.gradient_checkpointing:
+        decoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    decoder = add_lora(decoder, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
+    softcap = getattr(model.config, "final_logit_softcapping", None)
+    return MNTPModel(decoder, lm_head, softcap)
+
+
+def _lm_head_for_training(lm_head: nn.Module, decoder: nn.Module, train: bool) -> nn.Module:
+    """Freeze the LM head, or make it trainable; a head tied to the input embeddings is untied first so
+    training it does not also move the (frozen) embeddings."""
+    if train and lm_head.weight is decoder.get_input_embeddings().weight:
+        untied = nn.Linear(lm_head.in_features, lm_head.out_features, bias=False, dtype=lm_head.weight.dtype)
+        untied.weight = nn.Parameter(lm_head.weight.detach().clone())
+        lm_head = untied
+    lm_head.requires_grad_(train)
+    return lm_head
+
+
+def accuracy_metric(eval_prediction) -> dict[str, float]:
+    """Trainer `compute_metrics`: the masked-token accuracy with the i-1 shift."""
+    predictions = eval_prediction.predictions
+    if isinstance(predictions, tuple):
+        predictions = predictions[0]
+    return {"accuracy": masked_token_accuracy(predictions, eval_prediction.label_ids)}
+
+
+def run_mntp(config: MNTPConfig, resume: str | bool | None = None, log=print) -> MNTPResult:
+    """Train a Bi-MNTP adapter as `config` says; `resume` = True (last checkpoint) or a checkpoint path."""
+    check_output_dir(config.output_dir, config.overwrite_output_dir, bool(resume))
+    checkpoint = resolve_checkpoint(config.output_dir, resume)
+    set_seed(config.seed)
+
+    check_causal_lm(config.model_name_or_path, config.cache_dir, config.trust_remote_code)
+    tokenizer = load_tokenizer(config.model_name_or_path, config.cache_dir, config.trust_remote_code)
+    prepare_tokenizer(tokenizer, config.mask_token_type)
+    datasets = mntp_datasets(
+        tokenizer,
+        config.max_seq_length,
+        dataset_path=config.dataset_path,
+        train_file=config.train_file,
+        validation_file=config.validation_file,
+        dataset_name=config.dataset_name,
+        dataset_config_name=config.dataset_config_name,
+        text_column=config.text_column,
+        validation_split_percentage=config.validation_split_percentage,
+        max_train_samples=config.max_train_samples,
+        max_eval_samples=config.max_eval_samples,
+        num_proc=config.preprocessing_num_workers,
+        cache_dir=config.cache_dir,
+        overwrite_cache=config.overwrite_cache,
+    )
+    do_eval = config.do_eval and len(datasets.get("validation", [])) > 0
+    model = build_mntp_model(config, tokenizer)
+    log(trainable_parameters_line(model))
+    log(f"train blocks: {len(datasets['train']):,} | validation blocks: {len(datasets['validation']):,} "
+        f"| block: {config.max_seq_length} tokens | mask token: {tokenizer.mask_token!r}")
+
+    collator = MNTPCollator.for_tokenizer(
+        tokenizer, mlm_probability=config.mlm_probability, collator_type=config.data_collator_type, seed=config.seed
+    )
+    args = build_training_arguments(
+        config,
+        do_eval=do_eval,
+        eval_strategy=config.eval_strategy if do_eval else "no",
+        # step 0 shows the untrained model, so the table says what training changed
+        eval_on_start=do_eval and checkpoint is None,
+    )
+    callbacks = [StopAfterSteps(config.stop_after_n_steps)] if config.stop_after_n_steps else []
+    trainer = AdapterTrainer(
+        model=model,
+        args=args,
+        train_dataset=datasets["train"],
+        eval_dataset=datasets["validation"] if do_eval else None,
+        data_collator=collator,
+        processing_class=tokenizer,
+        compute_metrics=accuracy_metric if do_eval else None,
+        callbacks=callbacks,
+        save_kwargs={"train_lm_head": config.train_lm_head},
+    )
+    if config.do_train:
+        trainer.train(resume_from_checkpoint=checkpoint)
+    final = _final_evaluation(trainer) if do_eval else {}
+
+    trainer.save_model(config.output_dir)
+    history = trainer.state.log_history
+    rows = eval_rows(history, TABLE_COLUMNS)
+    if trainer.is_world_process_zero():
+        _save_run_description(model, tokenizer, config)
+        write_metrics(config.output_dir, history, rows, final)
+        plot_curves(history, Path(config.output_dir) / PLOT_FILE, "Bi-MNTP", "eval_accuracy" if do_eval else None)
+    return MNTPResult(config.output_dir, rows, final, format_table(rows), model)
+
+
+def _final_evaluation(trainer: AdapterTrainer) -> dict[str, Any]:
+    """The last evaluation if it ran at the final step, else a fresh one."""
+    evaluations = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
+    if evaluations and evaluations[-1]["step"] == trainer.state.global_step:
+        return evaluations[-1]
+    return trainer.evaluate()
+
+
+def _save_run_description(model: MNTPModel, tokenizer, config: MNTPConfig) -> None:
+    """config.json (bidirectional flag included) and the versioned bg2vec_config.json a later step reads."""
+    import peft
+    import transformers
+
+    output_dir = Path(config.output_dir)
+    model.config.save_pretrained(output_dir)
+    description = {
+        "bg2vec_version": __version__,
+        "format_version": 1,
+        "stage": "mntp",
+        "base_model_name_or_path": config.model_name_or_path,
+        "bidirectional": config.bidirectional,
+        "mask_token": tokenizer.mask_token,
+        "mask_token_type": config.mask_token_type,
+        "lm_head_trained": config.train_lm_head,
+        "pooling_mode": "mean",
+        "max_length": config.max_seq_length,
+        "skip_instruction": True,
+        "versions": {"transformers": transformers.__version__, "peft": peft.__version__, "torch": torch.__version__},
+        "training_config": config_to_dict(config),
+    }
+    (output_dir / BG2VEC_CONFIG_FILE).write_text(json.dumps(description, indent=2), encoding="utf-8")

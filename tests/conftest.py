@@ -1,0 +1,117 @@
+"""Shared fixtures: a tokenizer trained here (no network) and tiny random decoders of each architecture.
+
+Each model is built once per session from a config (hidden 64, 2 layers) and saved as a normal HF folder,
+so tests exercise the same loading path users do; a test that needs a model object gets a fresh load.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers, decoders
+from transformers import (
+    AutoModelForCausalLM,
+    Gemma3TextConfig,
+    LlamaConfig,
+    MistralConfig,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+)
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(2)
+
+CORPUS = [
+    "София е столицата на България и най-големият град в страната.",
+    "Пловдив е един от най-старите градове в Европа.",
+    "Черно море е на изток, а Стара планина минава през средата на страната.",
+    "Езикът е български и се пише на кирилица.",
+    "The quick brown fox jumps over the lazy dog.",
+    "Masked next token prediction trains a decoder to look both ways.",
+    "Bidirectional attention lets every token see the whole sentence.",
+    "A sentence encoder maps text to a vector.",
+    "snake_case names use the _ character between words.",
+]
+
+ARCHITECTURES = ["mistral", "llama", "qwen2", "gemma3_text"]
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on CORPUS; adds <s> before each text like Llama/Mistral."""
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<unk>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(CORPUS * 4, trainer=trainer)
+    tokenizer.add_tokens(["_"])
+    bos = tokenizer.token_to_id("<s>")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
+def tiny_config(model_type: str, vocab_size: int, bos: int, eos: int):
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=bos,
+        eos_token_id=eos,
+        tie_word_embeddings=False,
+    )
+    if model_type == "mistral":
+        return MistralConfig(**common, sliding_window=None)
+    if model_type == "llama":
+        return LlamaConfig(**common)
+    if model_type == "qwen2":
+        return Qwen2Config(**common)
+    if model_type == "gemma3_text":
+        return Gemma3TextConfig(**common, head_dim=16, sliding_window=8, layer_types=["sliding_attention", "full_attention"])
+    raise ValueError(model_type)
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tokenizer")
+    build_tokenizer().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs(tmp_path_factory) -> dict[str, Path]:
+    """model_type → folder with config.json, weights and tokenizer of a tiny random decoder."""
+    tokenizer = build_tokenizer()
+    folders = {}
+    for model_type in ARCHITECTURES:
+        torch.manual_seed(0)
+        config = tiny_config(model_type, len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
+        model = AutoModelForCausalLM.from_config(config)
+        folder = tmp_path_factory.mktemp(model_type)
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        folders[model_type] = folder
+    return folders
+
+
+@pytest.fixture(scope="session")
+def corpus_files(tmp_path_factory) -> dict[str, Path]:
+    """Small train/validation text files, one document per line."""
+    folder = tmp_path_factory.mktemp("corpus")
+    train = folder / "train.txt"
+    validation = folder / "validation.txt"
+    train.write_text("\n".join(CORPUS * 6) + "\n", encoding="utf-8")
+    validation.write_text("\n".join(reversed(CORPUS * 2)) + "\n", encoding="utf-8")
+    return {"train": train, "validation": validation}

@@ -1,0 +1,84 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from bg2vec.masking import IGNORE_INDEX
+from bg2vec.mntp import MNTPModel, masked_token_accuracy, mntp_logits_at_labels, mntp_loss
+
+from conftest import ARCHITECTURES
+
+
+def test_loss_equals_hand_computed_cross_entropy_with_shift():
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 5, 4)
+    head = torch.nn.Linear(4, 7, bias=False)
+    labels = torch.full((2, 5), IGNORE_INDEX)
+    labels[0, 2] = 3  # predicted from position 1
+    labels[1, 1] = 6  # predicted from position 0
+    labels[1, 4] = 0  # predicted from position 3
+    logits, targets = mntp_logits_at_labels(hidden, labels, head)
+    loss = mntp_loss(logits, targets)
+
+    expected = []
+    for row, position, token in [(0, 2, 3), (1, 1, 6), (1, 4, 0)]:
+        scores = hidden[row, position - 1] @ head.weight.T  # the output one position earlier
+        expected.append(-(scores[token] - torch.logsumexp(scores, 0)))
+    assert torch.allclose(loss, torch.stack(expected).mean(), atol=1e-6)
+    assert logits.shape == (3, 7), "logits are computed only at the 3 labelled positions"
+
+
+def test_label_at_position_zero_is_never_predicted():
+    hidden = torch.randn(1, 3, 4)
+    head = torch.nn.Linear(4, 5)
+    labels = torch.tensor([[2, IGNORE_INDEX, IGNORE_INDEX]])
+    logits, targets = mntp_logits_at_labels(hidden, labels, head)
+    assert logits.shape[0] == 0
+    loss = mntp_loss(logits, targets)
+    assert loss.item() == 0.0
+
+
+def test_accuracy_on_a_hand_made_case():
+    labels = np.array([[IGNORE_INDEX, 5, IGNORE_INDEX, 7], [IGNORE_INDEX, IGNORE_INDEX, 9, IGNORE_INDEX]])
+    # predictions[b, i] is the guess for token i+1
+    predictions = np.array([[5, 0, 1], [0, 9, 0]])
+    assert masked_token_accuracy(predictions, labels) == pytest.approx(2 / 3)
+    # The Bg2Vec metric compared predictions[b, i] with labels[b, i] (no shift): nearly always wrong.
+    unshifted = labels[:, :-1]
+    selected = unshifted != IGNORE_INDEX
+    assert (predictions[selected] == unshifted[selected]).mean() == 0.0
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_logits_at_labels_equals_full_logits_loss(tiny_model_dirs, arch):
+    """Our loss matches transformers' own causal-LM loss (full logits, shifted inside) on the same labels."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dirs[arch], dtype=torch.float32).eval()
+    torch.manual_seed(0)
+    ids = torch.randint(3, 300, (3, 16))
+    labels = torch.where(torch.rand(3, 16) < 0.4, ids, torch.full_like(ids, IGNORE_INDEX))
+    labels[:, 0] = IGNORE_INDEX
+    with torch.no_grad():
+        reference = model(input_ids=ids, labels=labels).loss
+        hidden = model.get_decoder()(input_ids=ids).last_hidden_state
+        softcap = getattr(model.config, "final_logit_softcapping", None)
+        logits, targets = mntp_logits_at_labels(hidden, labels, model.get_output_embeddings(), softcap)
+        ours = mntp_loss(logits, targets)
+    assert torch.allclose(ours, reference, atol=1e-5)
+    assert logits.shape[0] == int((labels[:, 1:] != IGNORE_INDEX).sum())
+
+
+def test_model_predictions_in_eval_mode(tiny_model_dirs):
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["llama"], dtype=torch.float32)
+    model = MNTPModel(base.get_decoder(), base.get_output_embeddings()).eval()
+    ids = torch.randint(3, 300, (2, 8))
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    labels[0, 3] = ids[0, 3]
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels)
+        full = base(input_ids=ids).logits
+    assert out["predictions"].shape == (2, 7)
+    assert out["predictions"][0, 2] == full[0, 2].argmax()
+    assert (out["predictions"][labels[:, 1:] == IGNORE_INDEX] == IGNORE_INDEX).all()
+    assert math.isfinite(out["loss"].item())
