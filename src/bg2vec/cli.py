@@ -1,6 +1,9 @@
 """The `bg2vec` command: parse → config → call the library. Input errors print one line and exit 2.
 
     bg2vec mntp CONFIG.json [--key value ...] [--resume [CHECKPOINT]]
+
+Each subcommand is one `Command` row: how to add its arguments, and how to run it. Commands driven by a
+JSON config (mntp, simcse) share `add_config_arguments`; their unknown `--key value` pairs are overrides.
 """
 
 from __future__ import annotations
@@ -8,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from .config import MNTPConfig, config_help, load_config
@@ -61,34 +65,53 @@ def _run_mntp(args: argparse.Namespace, overrides: dict[str, str]) -> None:
     print(f"took {time.time() - started:.0f} s")
 
 
-COMMANDS: dict[str, tuple[str, type, Callable]] = {
-    "mntp": ("Bi-MNTP training of a bidirectional decoder with LoRA.", MNTPConfig, _run_mntp),
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", nargs="?", help="JSON config file (llm2vec's keys accepted)")
+    parser.add_argument(
+        "--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
+        help="continue from the last checkpoint in output_dir, or from CHECKPOINT",
+    )
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its help, how it adds arguments, and what runs it (given args and `--key value` extras)."""
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace, dict[str, str]], None]
+    config_class: type | None = None  # for config-driven commands: listed in --help, extras are overrides
+
+
+COMMANDS: dict[str, Command] = {
+    "mntp": Command("Bi-MNTP training of a bidirectional decoder with LoRA.", add_config_arguments, _run_mntp, MNTPConfig),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bg2vec", description="Turn a decoder-only LLM into a text encoder.")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for name, (help_text, config_class, _) in COMMANDS.items():
+    for name, command in COMMANDS.items():
         sub = subparsers.add_parser(
-            name, help=help_text, description=help_text, epilog=_settings_epilog(config_class),
+            name,
+            help=command.help,
+            description=command.help,
+            epilog=_settings_epilog(command.config_class) if command.config_class else None,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        sub.add_argument("config", nargs="?", help="JSON config file (llm2vec's keys accepted)")
-        sub.add_argument(
-            "--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
-            help="continue from the last checkpoint in output_dir, or from CHECKPOINT",
-        )
+        command.add_arguments(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    overrides = _split_overrides(extra, parser)
-    _, _, handler = COMMANDS[args.command]
+    command = COMMANDS[args.command]
+    if extra and command.config_class is None:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    overrides = _split_overrides(extra, parser) if command.config_class else {}
     try:
-        handler(args, overrides)
+        command.run(args, overrides)
     except Bg2VecError as exc:
         print(f"bg2vec {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

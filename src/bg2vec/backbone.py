@@ -1,0 +1,95 @@
+"""Load a decoder (no LM head) with the adapters earlier steps trained, as llm2vec's `from_pretrained` does.
+
+Order, as in llm2vec: (1) if the base folder itself holds an adapter (a bg2vec/llm2vec MNTP output, or
+McGill's `*-mntp` repos), load the weights of the model that adapter was trained on, apply it and merge it;
+(2) then apply `peft_model_name_or_path` on top, merged if `merge_peft`; (3) switch attention to
+bidirectional and check it. Used by the SimCSE recipe and the encoder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
+
+from .bidirectional import enable_bidirectional, set_causal
+from .errors import ConfigError
+from .loading import resolve_model_reference
+from .training import DTYPES
+
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+
+
+def adapter_base(adapter_path: str) -> str | None:
+    """The `base_model_name_or_path` an adapter folder records, or None if it is not a local adapter."""
+    config_file = Path(adapter_path) / ADAPTER_CONFIG_FILE
+    if not config_file.is_file():
+        return None
+    return json.loads(config_file.read_text(encoding="utf-8")).get("base_model_name_or_path")
+
+
+def load_decoder(
+    base_model_name_or_path: str,
+    peft_model_name_or_path: str | None = None,
+    merge_peft: bool = False,
+    enable_bidirectional_attention: bool = True,
+    torch_dtype: str = "auto",
+    attn_implementation: str | None = None,
+    **model_kwargs: Any,
+) -> tuple[PreTrainedModel | nn.Module, Any]:
+    """(decoder, tokenizer): the inner decoder with adapters applied as the module docstring says.
+
+    >>> decoder, tokenizer = load_decoder("INSAIT-Institute/BgGPT-7B-Instruct-v0.2", "mboyanov/bggpt-mntp", merge_peft=True)
+    """
+    from peft import PeftModel
+
+    base_path = resolve_model_reference(base_model_name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    config = AutoConfig.from_pretrained(base_path)
+    weights_from = base_path
+    embedded_adapter = adapter_base(base_path) if Path(base_path).is_dir() else None
+    if embedded_adapter is not None and not _has_weights(base_path):
+        weights_from = resolve_model_reference(embedded_adapter)
+    decoder = AutoModel.from_pretrained(
+        weights_from, config=config, dtype=DTYPES[torch_dtype], attn_implementation=attn_implementation, **model_kwargs
+    )
+    if embedded_adapter is not None:
+        decoder = PeftModel.from_pretrained(decoder, base_path).merge_and_unload()
+    if peft_model_name_or_path is not None:
+        adapter_path = resolve_adapter_reference(peft_model_name_or_path)
+        try:
+            decoder = PeftModel.from_pretrained(decoder, adapter_path)
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise ConfigError(
+                "peft_model_name_or_path",
+                peft_model_name_or_path,
+                f"an adapter trained on {base_model_name_or_path}",
+                fix=f"it was trained on {adapter_base(adapter_path) or 'another model'}: "
+                f"{str(exc).strip().splitlines()[0][:200]}",
+            ) from None
+        if merge_peft:
+            decoder = decoder.merge_and_unload()
+    if enable_bidirectional_attention:
+        enable_bidirectional(decoder)
+    else:
+        set_causal(decoder, True)
+    return decoder, tokenizer
+
+
+def resolve_adapter_reference(reference: str) -> str:
+    """A local adapter folder (checked) or a Hub id, unchanged."""
+    path = Path(reference).expanduser()
+    if path.exists():
+        if not (path / ADAPTER_CONFIG_FILE).is_file():
+            raise ConfigError("peft_model_name_or_path", reference, "a folder with adapter_config.json")
+        return str(path.resolve())
+    if reference.startswith(("/", "./", "../", "~")):
+        raise ConfigError("peft_model_name_or_path", reference, "an existing adapter folder or a Hub id")
+    return reference
+
+
+def _has_weights(folder: str) -> bool:
+    return any(Path(folder).glob("model*.safetensors")) or any(Path(folder).glob("pytorch_model*.bin"))
