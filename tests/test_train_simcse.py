@@ -41,7 +41,7 @@ def simcse_inputs(tiny_model_dirs, corpus_files, tmp_path_factory):
         MNTPConfig(
             model_name_or_path=str(tiny_model_dirs["llama"]), train_file=str(corpus_files["train"]),
             output_dir=str(folder / "mntp"), max_seq_length=32, per_device_train_batch_size=4, max_steps=2,
-            do_eval=False, lora_r=4, learning_rate=1e-3, data_collator_type="all_mask", mlm_probability=0.5,
+            do_eval=False, lora_r=4, learning_rate=1e-3, data_collator_type="all_mask", mlm_probability=0.5, logging_steps=1,
         ),
         log=quiet,
     )
