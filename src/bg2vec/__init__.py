@@ -3,12 +3,14 @@
 __version__ = "0.1.0"
 
 from .bidirectional import enable_bidirectional, is_bidirectional
-from .config import MNTPConfig, load_config
+from .config import MNTPConfig, SimCSEConfig, load_config
 from .encoder import Bg2Vec
 from .errors import Bg2VecError, ConfigError, DataError
 from .masking import MNTPCollator, prepare_tokenizer
 from .mntp import MNTPModel, masked_token_accuracy, mntp_logits_at_labels, mntp_loss
+from .simcse import info_nce_loss
 from .train_mntp import run_mntp
+from .train_simcse import run_simcse
 
 __all__ = [
     "__version__",
@@ -19,7 +21,9 @@ __all__ = [
     "MNTPCollator",
     "MNTPConfig",
     "MNTPModel",
+    "SimCSEConfig",
     "enable_bidirectional",
+    "info_nce_loss",
     "is_bidirectional",
     "load_config",
     "masked_token_accuracy",
@@ -27,4 +31,5 @@ __all__ = [
     "mntp_loss",
     "prepare_tokenizer",
     "run_mntp",
+    "run_simcse",
 ]
