@@ -56,7 +56,7 @@ def padded_positions(lengths: list[int], key, batch_size: int) -> int:
 def model_folder(reference: str, workdir: Path) -> Path:
     """A HF folder for `reference`; 'tiny-mistral' builds a random 2-layer Mistral with the test tokenizer."""
     if reference != "tiny-mistral":
-        from bg2vec.loading import resolve_model_reference
+        from bg2vec.models.references import resolve_model_reference
 
         return Path(resolve_model_reference(reference))
     import torch

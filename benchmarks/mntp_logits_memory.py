@@ -27,8 +27,8 @@ def measure(variant: str, vocab: int, rate: float, hidden: int, batch: int, seq:
     import torch
     import torch.nn.functional as F
 
-    from bg2vec.masking import IGNORE_INDEX
-    from bg2vec.mntp import mntp_logits_at_labels, mntp_loss
+    from bg2vec.objectives.masking import IGNORE_INDEX
+    from bg2vec.objectives.mntp import mntp_logits_at_labels, mntp_loss
 
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -29,7 +29,7 @@ def reference_pipeline(corpus: str, model: str, max_seq_length: int, num_proc: i
     """run_mntp's data path; returns the number of tokens it tokenized."""
     from datasets import DatasetDict, load_dataset
 
-    from bg2vec.training import load_tokenizer
+    from bg2vec.models.backbone import load_tokenizer
 
     tokenizer = load_tokenizer(model)
     raw = load_dataset("text", data_files={"train": corpus}, cache_dir=str(work / "hf-cache"))["train"]

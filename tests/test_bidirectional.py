@@ -2,7 +2,7 @@ import pytest
 import torch
 from transformers import AutoModel
 
-from bg2vec.bidirectional import attends_to_later_tokens, enable_bidirectional, is_bidirectional
+from bg2vec.models.bidirectional import attends_to_later_tokens, enable_bidirectional, is_bidirectional
 from bg2vec.errors import ConfigError
 
 from conftest import ARCHITECTURES

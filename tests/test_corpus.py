@@ -11,9 +11,9 @@ import pytest
 import zstandard
 from datasets import Dataset, DatasetDict
 
-from bg2vec import corpus as corpus_module
-from bg2vec import text_files
-from bg2vec.corpus import normalise, read_corpus
+from bg2vec.data import corpus as corpus_module
+from bg2vec.data import text_files
+from bg2vec.data.corpus import normalise, read_corpus
 from bg2vec.errors import ConfigError, DataError
 
 LINES = ["София е столицата.", "", "  Пловдив   е стар.  ", "Черно море\tе на изток."]

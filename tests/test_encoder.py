@@ -12,7 +12,7 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, Mistral
 
 from bg2vec import Bg2Vec
 from bg2vec.errors import ConfigError
-from bg2vec.training import add_lora
+from bg2vec.recipes.trainer import add_lora
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -185,7 +185,7 @@ def test_explicit_arguments_win_over_saved_settings(tiny_model_dirs, tmp_path):
 def test_an_mntp_output_loads_with_its_adapter_merged(tiny_model_dirs, corpus_files, tmp_path):
     from test_train_mntp import tiny_run
 
-    from bg2vec.train_mntp import run_mntp
+    from bg2vec.recipes.mntp import run_mntp
 
     config = tiny_run(tiny_model_dirs["llama"], corpus_files, tmp_path / "mntp", max_steps=2, do_eval=False)
     run_mntp(config, log=lambda *_: None)

@@ -8,7 +8,7 @@ import pytest
 
 from bg2vec import Bg2Vec
 from bg2vec.errors import ConfigError
-from bg2vec.export import export_sentence_transformers
+from bg2vec.encoding.export import export_sentence_transformers
 from test_encoder import with_settings
 
 sentence_transformers = pytest.importorskip("sentence_transformers")

@@ -3,7 +3,7 @@ import torch
 from transformers import AutoTokenizer
 
 from bg2vec.errors import ConfigError
-from bg2vec.masking import IGNORE_INDEX, MNTPCollator, prepare_tokenizer
+from bg2vec.objectives.masking import IGNORE_INDEX, MNTPCollator, prepare_tokenizer
 
 MASK, PAD, BOS, EOS, VOCAB = 3, 0, 1, 2, 100
 

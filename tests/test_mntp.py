@@ -5,8 +5,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from bg2vec.masking import IGNORE_INDEX
-from bg2vec.mntp import MNTPModel, masked_token_accuracy, mntp_logits_at_labels, mntp_loss
+from bg2vec.objectives.masking import IGNORE_INDEX
+from bg2vec.objectives.mntp import MNTPModel, masked_token_accuracy, mntp_logits_at_labels, mntp_loss
 
 from conftest import ARCHITECTURES
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from bg2vec.errors import ConfigError
-from bg2vec.pooling import pool
+from bg2vec.encoding.pooling import pool
 
 HIDDEN = torch.arange(2 * 4 * 2, dtype=torch.float32).reshape(2, 4, 2)  # (B=2, T=4, H=2)
 # Row 0: left-padded, pooled positions 2 and 3. Row 1: pooled positions 1, 2, 3 (position 0 is BOS).

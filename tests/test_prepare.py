@@ -10,9 +10,9 @@ from transformers import AutoTokenizer
 
 from bg2vec.cli import main
 from bg2vec.config import MNTPConfig, PrepareConfig
-from bg2vec.data import load_blocks, mntp_datasets
-from bg2vec.prepare import SUMMARY_FILE, prepare_corpus
-from bg2vec.train_mntp import run_mntp
+from bg2vec.data.blocks import load_blocks, mntp_datasets
+from bg2vec.recipes.prepare import SUMMARY_FILE, prepare_corpus
+from bg2vec.recipes.mntp import run_mntp
 
 DOCS = [
     "София е столицата на България.",

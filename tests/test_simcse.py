@@ -13,8 +13,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from bg2vec.backbone import load_decoder
-from bg2vec.simcse import (
+from bg2vec.models.backbone import load_decoder
+from bg2vec.objectives.simcse import (
     SimCSEModel,
     alignment,
     grad_cache_step,
@@ -26,8 +26,9 @@ from bg2vec.simcse import (
     two_views,
     uniformity,
 )
-from bg2vec.simcse_data import SimCSECollator, keep_distinct, tokenize_texts
-from bg2vec.training import add_lora, load_tokenizer
+from bg2vec.data.texts import SimCSECollator, keep_distinct, tokenize_texts
+from bg2vec.models.backbone import load_tokenizer
+from bg2vec.recipes.trainer import add_lora
 
 from conftest import ARCHITECTURES, CORPUS
 
@@ -241,7 +242,7 @@ def test_gathered_loss_and_gradients_equal_single_process():
 def test_prepared_datasets_of_token_ids_or_texts(tiny_model_dirs, tmp_path):
     from datasets import Dataset, DatasetDict
 
-    from bg2vec.simcse_data import simcse_datasets
+    from bg2vec.data.texts import simcse_datasets
 
     tokenizer = load_tokenizer(str(tiny_model_dirs["llama"]))
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id

@@ -10,8 +10,8 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from bg2vec.config import MNTPConfig
-from bg2vec.mntp import LM_HEAD_FILE, MNTPModel, load_lm_head
-from bg2vec.train_mntp import run_mntp
+from bg2vec.objectives.mntp import LM_HEAD_FILE, MNTPModel, load_lm_head
+from bg2vec.recipes.mntp import run_mntp
 
 
 def tiny_run(model_dir, corpus_files, output_dir, **overrides):
@@ -112,7 +112,7 @@ def test_mistral_7b_shape_trainable_parameter_line():
     """The seed's summary: 41,943,040 LoRA parameters at r=16 for Mistral-7B (LM head frozen)."""
     from transformers import MistralConfig
 
-    from bg2vec.training import add_lora, trainable_parameters_line
+    from bg2vec.recipes.trainer import add_lora, trainable_parameters_line
 
     config = MistralConfig()  # Mistral-7B's shape: 32 layers, hidden 4096, 8 KV heads, MLP 14336
     with torch.device("meta"):

@@ -9,12 +9,12 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file
 
-from bg2vec.backbone import load_decoder
+from bg2vec.models.backbone import load_decoder
 from bg2vec.cli import main
 from bg2vec.config import MNTPConfig, SimCSEConfig, config_from_dict, load_config
-from bg2vec.simcse import SimCSEModel
-from bg2vec.train_mntp import run_mntp
-from bg2vec.train_simcse import run_simcse
+from bg2vec.objectives.simcse import SimCSEModel
+from bg2vec.recipes.mntp import run_mntp
+from bg2vec.recipes.simcse import run_simcse
 
 from conftest import CORPUS
 
@@ -102,7 +102,7 @@ def test_output_folder_describes_itself(finished_run, simcse_inputs):
 
 
 def reference_embeddings(model: SimCSEModel, tokenizer, max_length=32):
-    from bg2vec.simcse_data import SimCSECollator, tokenize_texts
+    from bg2vec.data.texts import SimCSECollator, tokenize_texts
 
     tokenized = tokenize_texts(HELD_OUT, tokenizer, max_length, "mean")
     features = [{"input_ids": i, "pooling_mask": m} for i, m in zip(tokenized["input_ids"], tokenized["pooling_mask"])]
@@ -131,8 +131,8 @@ def test_the_folder_alone_rebuilds_the_encoder(finished_run):
 
 
 def test_pairs_before_are_the_mntp_only_encoder_and_after_the_trained_one(finished_run, simcse_inputs):
-    from bg2vec.simcse import pair_similarities
-    from bg2vec.simcse_data import SimCSECollator, eval_pairs
+    from bg2vec.objectives.simcse import pair_similarities
+    from bg2vec.data.texts import SimCSECollator, eval_pairs
 
     tokenizer = trained_tokenizer(finished_run.output_dir)
     pairs = eval_pairs(str(simcse_inputs["folder"] / "pairs.tsv"), tokenizer, 32, "mean")
@@ -152,7 +152,7 @@ def trained_tokenizer(folder):
 
 
 def test_bg2vec_from_pretrained_loads_the_output(finished_run):
-    encoder = pytest.importorskip("bg2vec.encoder")
+    from bg2vec.encoding import encoder
     model = encoder.Bg2Vec.from_pretrained(finished_run.output_dir)
     # the encoder reads up to 512 tokens (llm2vec's default), whatever the training cut
     expected, _ = reference_embeddings(finished_run.model, trained_tokenizer(finished_run.output_dir), max_length=512)

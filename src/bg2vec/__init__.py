@@ -2,15 +2,15 @@
 
 __version__ = "0.1.0"
 
-from .bidirectional import enable_bidirectional, is_bidirectional
+from .models.bidirectional import enable_bidirectional, is_bidirectional
 from .config import MNTPConfig, SimCSEConfig, load_config
-from .encoder import Bg2Vec
+from .encoding.encoder import Bg2Vec
 from .errors import Bg2VecError, ConfigError, DataError
-from .masking import MNTPCollator, prepare_tokenizer
-from .mntp import MNTPModel, masked_token_accuracy, mntp_logits_at_labels, mntp_loss
-from .simcse import info_nce_loss
-from .train_mntp import run_mntp
-from .train_simcse import run_simcse
+from .objectives.masking import MNTPCollator, prepare_tokenizer
+from .objectives.mntp import MNTPModel, masked_token_accuracy, mntp_logits_at_labels, mntp_loss
+from .objectives.simcse import info_nce_loss
+from .recipes.mntp import run_mntp
+from .recipes.simcse import run_simcse
 
 __all__ = [
     "__version__",

@@ -47,7 +47,7 @@ def _settings_epilog(config_class: type) -> str:
 
 
 def _run_mntp(args: argparse.Namespace, overrides: dict[str, str]) -> None:
-    from .train_mntp import run_mntp
+    from .recipes.mntp import run_mntp
 
     config = load_config(MNTPConfig, args.config, overrides)
     started = time.time()
@@ -67,8 +67,8 @@ def _run_mntp(args: argparse.Namespace, overrides: dict[str, str]) -> None:
 
 
 def _run_simcse(args: argparse.Namespace, overrides: dict[str, str]) -> None:
-    from .reporting import format_pair_similarities
-    from .train_simcse import run_simcse
+    from .recipes.reporting import format_pair_similarities
+    from .recipes.simcse import run_simcse
 
     config = load_config(SimCSEConfig, args.config, overrides)
     started = time.time()
@@ -93,7 +93,7 @@ def _run_prepare(args: argparse.Namespace, overrides: dict[str, str]) -> None:
     import dataclasses
 
     from .config import PrepareConfig
-    from .prepare import SUMMARY_FILE, prepare_corpus
+    from .recipes.prepare import SUMMARY_FILE, prepare_corpus
 
     names = {f.name for f in dataclasses.fields(PrepareConfig)}
     config = PrepareConfig(**{key: value for key, value in vars(args).items() if key in names})
@@ -157,8 +157,8 @@ def add_encode_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_encode(args: argparse.Namespace, overrides: dict[str, str]) -> None:
-    from .encode_files import check_paths, encode_file
-    from .encoder import Bg2Vec
+    from .encoding.files import check_paths, encode_file
+    from .encoding.encoder import Bg2Vec
 
     check_paths(args.input, args.output)
     started = time.time()

@@ -15,12 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .data.blocks import REMAINDER_POLICIES
+from .data.corpus import DOCUMENT_UNITS, INPUT_FORMATS
+from .data.text_files import UTF8_ERRORS
+from .encoding.pooling import POOLING_MODES
 from .errors import ConfigError
+from .objectives.masking import COLLATOR_TYPES, MASK_TOKEN_TYPES
 
 CONFIG_FORMAT_VERSION = 1
 
-MASK_TOKEN_TYPES = ("blank", "eos", "mask")
-COLLATOR_TYPES = ("all_mask", "default")
 TORCH_DTYPES = ("auto", "bfloat16", "float16", "float32")
 EVAL_STRATEGIES = ("no", "steps", "epoch")
 
@@ -364,7 +367,6 @@ class SimCSEConfig(TrainingSettings):
     experiment_id: str | None = _help("llm2vec's run label; recorded in bg2vec_config.json.", None)
 
     def __post_init__(self) -> None:
-        from .pooling import POOLING_MODES
 
         TrainingSettings.__post_init__(self)
         _check_choice("pooling_mode", self.pooling_mode, POOLING_MODES)
@@ -400,10 +402,6 @@ class SimCSEConfig(TrainingSettings):
             raise ConfigError("/".join(sources), given, "exactly one data source")
 
 
-INPUT_FORMATS = ("auto", "text", "jsonl", "csv", "tsv", "parquet")
-DOCUMENT_UNITS = ("line", "paragraph", "file")
-UTF8_ERRORS = ("strict", "replace")
-REMAINDER_POLICIES = ("drop", "keep")
 
 
 @dataclass

@@ -22,3 +22,9 @@ class ConfigError(Bg2VecError):
 
 class DataError(Bg2VecError):
     """The input data cannot give what a run needs (empty corpus, blocks too short, missing column...)."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (library errors can run to pages), or its type's name."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

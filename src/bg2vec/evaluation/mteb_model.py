@@ -20,8 +20,8 @@ import numpy as np
 from mteb.models.abs_encoder import AbsEncoder
 from mteb.models.model_meta import ModelMeta
 
-from .. import __version__
-from ..encoder import Bg2Vec
+from .._version import __version__
+from ..encoding.encoder import Bg2Vec
 
 
 def llm2vec_instruction(instruction: str) -> str:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import Bg2VecError
+from ..errors import Bg2VecError
 
 __all__ = ["ModelReferenceError", "default_cache_dir", "resolve_model_reference"]
 

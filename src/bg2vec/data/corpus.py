@@ -32,10 +32,18 @@ from datasets.arrow_writer import ArrowWriter
 from datasets.fingerprint import Hasher
 from datasets.utils import tqdm
 
-from .config import DOCUMENT_UNITS, INPUT_FORMATS, UTF8_ERRORS
-from .errors import ConfigError, DataError
-from .text_files import COMPRESSION_SUFFIXES, TextStream, lines_with_ends, split_documents, starts_with_json_object
+from ..errors import ConfigError, DataError
+from .text_files import (
+    COMPRESSION_SUFFIXES,
+    UTF8_ERRORS,
+    TextStream,
+    lines_with_ends,
+    split_documents,
+    starts_with_json_object,
+)
 
+INPUT_FORMATS = ("auto", "text", "jsonl", "csv", "tsv", "parquet")  # auto: by suffix, else by content
+DOCUMENT_UNITS = ("line", "paragraph", "file")  # what one document of a .txt file is
 HUB_PREFIX = "hub:"
 READER_VERSION = 1  # part of every cache key: bump when reading or normalisation changes
 WRITE_BATCH_BYTES = 8 << 20

@@ -27,10 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import __version__
-from .backbone import ADAPTER_CONFIG_FILE, adapter_base, load_decoder, merged_state_dict
-from .bidirectional import is_bidirectional
-from .errors import ConfigError
+from .._version import __version__
+from ..models.backbone import ADAPTER_CONFIG_FILE, adapter_base, load_decoder, merged_state_dict
+from ..models.bidirectional import is_bidirectional
+from ..errors import ConfigError
 from .inputs import ChatFormat, InputBuilder, ModelInput, chat_format_for, collate, eos_text_for
 from .pooling import POOLING_MODES, pool
 

@@ -20,7 +20,9 @@ from typing import Any, BinaryIO
 
 from datasets.utils import tqdm
 
-from .errors import DataError
+from ..errors import DataError
+
+UTF8_ERRORS = ("strict", "replace")  # invalid UTF-8: stop with file and byte offset, or replace
 
 CHUNK_BYTES = 1 << 20
 COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zstd")

@@ -20,7 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .encoder import Bg2Vec
-from .errors import ConfigError, DataError
+from ..errors import ConfigError, DataError
 
 INPUT_SUFFIXES = (".txt", ".jsonl")
 OUTPUT_SUFFIXES = (".npy", ".parquet")

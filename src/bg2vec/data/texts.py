@@ -27,8 +27,8 @@ from datasets import Dataset, DatasetDict, load_from_disk
 from datasets.fingerprint import Hasher
 from transformers import PreTrainedTokenizerBase
 
-from .data import RAW_FORMATS, load_raw_text, split_off_validation, text_column_of, tokenizer_fingerprint
-from .errors import ConfigError, DataError
+from .blocks import RAW_FORMATS, load_raw_text, split_off_validation, text_column_of, tokenizer_fingerprint
+from ..errors import ConfigError, DataError
 
 WIKI1M = "wiki1m"  # llm2vec's name for a one-text-per-line file given as dataset_file_path
 PAIR_SCORE_COLUMNS = ("score", "label", "similarity", "gold")

@@ -17,22 +17,20 @@ import torch
 from torch import nn
 from transformers import set_seed
 
-from . import __version__
-from .bidirectional import enable_bidirectional
-from .config import MNTPConfig, config_to_dict
-from .data import mntp_datasets
-from .masking import MNTPCollator, prepare_tokenizer
-from .mntp import MNTPModel, masked_token_accuracy
+from .._version import __version__
+from ..models.backbone import check_causal_lm, load_causal_lm, load_tokenizer
+from ..models.bidirectional import enable_bidirectional
+from ..config import MNTPConfig, config_to_dict
+from ..data.blocks import mntp_datasets
+from ..objectives.masking import MNTPCollator, prepare_tokenizer
+from ..objectives.mntp import MNTPModel, masked_token_accuracy
 from .reporting import eval_rows, format_table, plot_curves, write_metrics
-from .training import (
+from .trainer import (
     AdapterTrainer,
     StopAfterSteps,
     add_lora,
     build_training_arguments,
-    check_causal_lm,
     check_output_dir,
-    load_causal_lm,
-    load_tokenizer,
     resolve_checkpoint,
     trainable_parameters_line,
 )

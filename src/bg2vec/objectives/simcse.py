@@ -39,14 +39,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from accelerate.utils import DistributedType
 from torch import nn
-from torch.utils.data import DataLoader
-from transformers.trainer_utils import EvalLoopOutput
 
-from .errors import ConfigError
-from .pooling import pool
-from .training import AdapterTrainer
+from ..errors import ConfigError
+from ..encoding.pooling import pool
 
 # --- the objective ------------------------------------------------------------------------------------------
 
@@ -337,85 +333,3 @@ def evaluation_figures(
         "alignment": alignment(anchors, positives),
         "uniformity": uniformity(plain),
     }
-
-
-# --- trainer hooks ------------------------------------------------------------------------------------------
-
-
-class SimCSETrainer(AdapterTrainer):
-    """The Trainer step for SimCSE (two dropout views, InfoNCE gathered over processes, optional gradient
-    caching) and an evaluation of embeddings instead of predictions: held-out contrastive loss, alignment,
-    uniformity and, with `pairs` = (first, second, scores), the Spearman correlation of pair cosines."""
-
-    def __init__(
-        self,
-        *args: Any,
-        loss_scale: float,
-        mini_batch_size: int | None = None,
-        pairs: tuple[list[dict], list[dict], list[float]] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self.loss_scale = loss_scale
-        self.mini_batch_size = mini_batch_size
-        self.pairs = pairs
-        self.pair_cosines: dict[int, list[float]] = {}  # global step → cosine of each pair at that evaluation
-        if mini_batch_size is not None and self.accelerator.distributed_type == DistributedType.DEEPSPEED:
-            raise ConfigError(
-                "mini_batch_size",
-                mini_batch_size,
-                "None under DeepSpeed (gradient caching runs one backward per mini-batch)",
-                fix="train with DDP (torchrun or accelerate without DeepSpeed), or unset mini_batch_size",
-            )
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        embeddings = model(**two_views(inputs))  # (2B, H)
-        anchors, positives = embeddings.chunk(2)  # (B, H) each
-        loss = simcse_loss(anchors, positives, self.loss_scale, self.accelerator.num_processes > 1)
-        return (loss, embeddings) if return_outputs else loss
-
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        if self.mini_batch_size is None:
-            return super().training_step(model, inputs, num_items_in_batch)
-        model.train()
-        inputs = self._prepare_inputs(inputs)
-        texts = inputs["input_ids"].shape[0]
-        steps = self.current_gradient_accumulation_steps
-
-        def encode(chunk: dict[str, torch.Tensor]) -> torch.Tensor:
-            with self.compute_loss_context_manager():
-                return model(**chunk)  # (b, H)
-
-        loss = grad_cache_step(
-            encode,
-            split_rows(two_views(inputs), self.mini_batch_size),
-            lambda embeddings: simcse_loss(
-                embeddings[:texts], embeddings[texts:], self.loss_scale, self.accelerator.num_processes > 1
-            ),
-            lambda surrogate: self.accelerator.backward(surrogate / steps),
-            no_sync=lambda: self.accelerator.no_sync(model),
-        )
-        return loss / steps
-
-    def get_eval_dataloader(self, eval_dataset=None):
-        # Every held-out text counts: no drop_last here, whatever the training loader does.
-        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
-        loader = DataLoader(dataset, batch_size=self.args.eval_batch_size, collate_fn=self.data_collator)
-        return self.accelerator.prepare(loader)
-
-    def evaluation_loop(
-        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
-    ):
-        model = self.accelerator.unwrap_model(self.model)
-        plain, anchors, positives = held_out_embeddings(
-            model, dataloader, self.args.seed, gather=self.accelerator.gather_for_metrics
-        )
-        train_batch = self.args.per_device_train_batch_size * self.args.world_size
-        figures = evaluation_figures(plain, anchors, positives, train_batch, self.loss_scale)
-        if self.pairs is not None:
-            first, second, scores = self.pairs
-            cosines = pair_similarities(model, first, second, self.data_collator, self.args.eval_batch_size)
-            self.pair_cosines[self.state.global_step] = cosines
-            figures["spearman"] = spearman(torch.tensor(cosines), torch.tensor(scores))
-        metrics = {f"{metric_key_prefix}_{name}": value for name, value in figures.items()}
-        return EvalLoopOutput(predictions=None, label_ids=None, metrics=metrics, num_samples=plain.shape[0])

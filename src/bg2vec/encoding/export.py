@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import save_file
 
 from .encoder import Bg2Vec, save_merged_model
-from .errors import ConfigError
+from ..errors import ConfigError
 
 ST_POOLING = {"mean": "mean", "weighted_mean": "weightedmean", "last_token": "lasttoken", "bos_token": "cls"}
 

@@ -26,8 +26,9 @@ from datasets.fingerprint import Hasher
 from datasets.utils import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from .config import REMAINDER_POLICIES
-from .errors import ConfigError, DataError
+from ..errors import ConfigError, DataError
+
+REMAINDER_POLICIES = ("drop", "keep")  # what happens to each group's last, short block
 
 GROUP_BATCH_SIZE = 1000
 STREAM_BATCH_DOCUMENTS = 10_000

@@ -19,8 +19,10 @@ from typing import Any, Sequence
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from .config import COLLATOR_TYPES, MASK_TOKEN_TYPES
-from .errors import ConfigError
+from ..errors import ConfigError
+
+MASK_TOKEN_TYPES = ("blank", "eos", "mask")  # the token masked positions become, if the tokenizer has none
+COLLATOR_TYPES = ("all_mask", "default")  # every chosen token masked, or BERT's 80/10/10
 
 IGNORE_INDEX = -100
 

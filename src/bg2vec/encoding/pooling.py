@@ -61,6 +61,6 @@ def pool(
         if input_ids is None or attention_mask is None or bos_token_id is None:
             raise ValueError("bos_token pooling needs input_ids, attention_mask and bos_token_id")
         return bos_token_pool(hidden, input_ids, attention_mask, bos_token_id)
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
     raise ConfigError("pooling_mode", mode, "one of " + ", ".join(POOLING_MODES))

@@ -1,4 +1,4 @@
-"""Pieces every training recipe shares: model loading, LoRA, the output folder, and the Trainer glue.
+"""Pieces every training recipe shares: LoRA, the output folder, and the Trainer glue.
 
 Training runs on transformers' `Trainer`, so torchrun/accelerate (DDP, FSDP, DeepSpeed), mixed precision,
 checkpoints and resuming work as users know them. Our Trainer subclass only changes *what* is saved: the
@@ -14,8 +14,6 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
     PreTrainedModel,
     Trainer,
     TrainerCallback,
@@ -23,13 +21,9 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
-from .architectures import STANDARD_LORA_TARGETS, ARCHITECTURES
-from .config import TrainingSettings
-from .errors import ConfigError
-from .loading import resolve_model_reference
-
-DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32, "auto": "auto"}
-
+from ..models.architectures import STANDARD_LORA_TARGETS, ARCHITECTURES
+from ..config import TrainingSettings
+from ..errors import ConfigError, first_line
 
 def check_output_dir(output_dir: str, overwrite: bool, resume: bool) -> None:
     """Refuse to write into a folder that already holds files, unless asked to overwrite or resume."""
@@ -57,59 +51,6 @@ def resolve_checkpoint(output_dir: str, resume: str | bool | None) -> str | None
     if last is None:
         raise ConfigError("resume", True, f"a checkpoint-N folder inside {output_dir}", fix="run without --resume")
     return last
-
-
-def load_tokenizer(model_reference: str, cache_dir: str | None = None, trust_remote_code: bool = False):
-    """The model's tokenizer, from any reference `resolve_model_reference` understands."""
-    path = resolve_model_reference(model_reference)
-    try:
-        return AutoTokenizer.from_pretrained(path, cache_dir=cache_dir, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(
-            "model_name_or_path", model_reference, "a model with a loadable tokenizer", fix=_first_line(exc)
-        ) from None
-
-
-def check_causal_lm(model_reference: str, cache_dir: str | None = None, trust_remote_code: bool = False) -> None:
-    """Fail fast (before data processing) if the reference is not a decoder transformers can load as a causal LM."""
-    from transformers import AutoConfig
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    path = resolve_model_reference(model_reference)
-    try:
-        config = AutoConfig.from_pretrained(path, cache_dir=cache_dir, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:
-        raise ConfigError("model_name_or_path", model_reference, "a model with a config.json", fix=_first_line(exc)) from None
-    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not getattr(config, "auto_map", None):
-        raise ConfigError(
-            "model_name_or_path",
-            model_reference,
-            f"a decoder-only causal LM, not model_type '{config.model_type}'",
-            fix="use a decoder such as Mistral, Llama, Qwen2 or Gemma 3",
-        )
-
-
-def load_causal_lm(
-    model_reference: str,
-    torch_dtype: str = "auto",
-    attn_implementation: str | None = None,
-    cache_dir: str | None = None,
-    trust_remote_code: bool = False,
-) -> PreTrainedModel:
-    """A decoder with its LM head, in `torch_dtype`, from a Hub id, folder, .gguf file or pypi: alias."""
-    path = resolve_model_reference(model_reference)
-    try:
-        return AutoModelForCausalLM.from_pretrained(
-            path,
-            dtype=DTYPES[torch_dtype],
-            attn_implementation=attn_implementation,
-            cache_dir=cache_dir,
-            trust_remote_code=trust_remote_code,
-        )
-    except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(
-            "model_name_or_path", model_reference, "a decoder-only causal LM transformers can load", fix=_first_line(exc)
-        ) from None
 
 
 def lora_targets(model: nn.Module, requested: list[str] | None) -> list[str]:
@@ -187,7 +128,7 @@ def build_training_arguments(config: TrainingSettings, **overrides: Any) -> Trai
     try:
         return TrainingArguments(**values)
     except (ValueError, TypeError) as exc:
-        raise ConfigError("training arguments", "", "settings transformers accepts", fix=_first_line(exc)) from None
+        raise ConfigError("training arguments", "", "settings transformers accepts", fix=first_line(exc)) from None
 
 
 class StopAfterSteps(TrainerCallback):
@@ -227,8 +168,3 @@ class AdapterTrainer(Trainer):
         for key in [k for k in output.metrics if k.endswith("_loss")]:
             output.metrics[key.removesuffix("_loss") + "_perplexity"] = math.exp(min(output.metrics[key], 50.0))
         return output
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -23,19 +23,19 @@ import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict
 from transformers import PreTrainedTokenizerBase
 
-from . import __version__
-from .config import PrepareConfig, config_to_dict
-from .corpus import Corpus, read_corpus
-from .data import (
+from .._version import __version__
+from ..config import PrepareConfig, config_to_dict
+from ..data.corpus import Corpus, read_corpus
+from ..data.blocks import (
     check_blocks,
     group_blocks,
     select_documents,
     split_by_document,
     tokenize_documents,
 )
-from .errors import ConfigError, DataError
-from .loading import default_cache_dir
-from .training import load_tokenizer
+from ..errors import ConfigError, DataError
+from ..models.backbone import load_tokenizer
+from ..models.references import default_cache_dir
 
 SUMMARY_FILE = "prepare_summary.json"
 SUMMARY_FORMAT_VERSION = 1

@@ -22,8 +22,8 @@ from typing import Any, Union
 
 import torch
 
-from .architectures import ARCHITECTURES
-from .errors import ConfigError
+from ..models.architectures import ARCHITECTURES
+from ..errors import ConfigError
 
 Sentence = Union[str, Sequence[str]]  # a text, or an [instruction, text] pair
 

@@ -14,14 +14,14 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from .bidirectional import enable_bidirectional, set_causal
-from .errors import ConfigError
-from .loading import resolve_model_reference
-from .training import DTYPES
+from ..errors import ConfigError, first_line
+from .references import resolve_model_reference
 
 ADAPTER_CONFIG_FILE = "adapter_config.json"
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32, "auto": "auto"}
 
 
 def adapter_base(adapter_path: str) -> str | None:
@@ -129,3 +129,55 @@ def merged_state_dict(decoder: nn.Module) -> dict[str, torch.Tensor]:
             delta = sum(module.get_delta_weight(a) for a in module.active_adapters if a in module.lora_A)
             state[f"{name}.weight"] = (weight + delta).to(weight.dtype)
     return state
+
+
+def load_tokenizer(model_reference: str, cache_dir: str | None = None, trust_remote_code: bool = False):
+    """The model's tokenizer, from any reference `resolve_model_reference` understands."""
+    path = resolve_model_reference(model_reference)
+    try:
+        return AutoTokenizer.from_pretrained(path, cache_dir=cache_dir, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            "model_name_or_path", model_reference, "a model with a loadable tokenizer", fix=first_line(exc)
+        ) from None
+
+
+def check_causal_lm(model_reference: str, cache_dir: str | None = None, trust_remote_code: bool = False) -> None:
+    """Fail fast (before data processing) if the reference is not a decoder transformers can load as a causal LM."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    path = resolve_model_reference(model_reference)
+    try:
+        config = AutoConfig.from_pretrained(path, cache_dir=cache_dir, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ConfigError("model_name_or_path", model_reference, "a model with a config.json", fix=first_line(exc)) from None
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not getattr(config, "auto_map", None):
+        raise ConfigError(
+            "model_name_or_path",
+            model_reference,
+            f"a decoder-only causal LM, not model_type '{config.model_type}'",
+            fix="use a decoder such as Mistral, Llama, Qwen2 or Gemma 3",
+        )
+
+
+def load_causal_lm(
+    model_reference: str,
+    torch_dtype: str = "auto",
+    attn_implementation: str | None = None,
+    cache_dir: str | None = None,
+    trust_remote_code: bool = False,
+) -> PreTrainedModel:
+    """A decoder with its LM head, in `torch_dtype`, from a Hub id, folder, .gguf file or pypi: alias."""
+    path = resolve_model_reference(model_reference)
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            path,
+            dtype=DTYPES[torch_dtype],
+            attn_implementation=attn_implementation,
+            cache_dir=cache_dir,
+            trust_remote_code=trust_remote_code,
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(
+            "model_name_or_path", model_reference, "a decoder-only causal LM transformers can load", fix=first_line(exc)
+        ) from None

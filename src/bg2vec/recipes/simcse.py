@@ -19,21 +19,20 @@ from typing import Any
 import torch
 from transformers import set_seed
 
-from . import __version__
-from .backbone import load_decoder, resolve_adapter_reference
-from .config import SimCSEConfig, config_to_dict
-from .errors import Bg2VecError, ConfigError, DataError
-from .loading import resolve_model_reference
+from .._version import __version__
+from ..models.backbone import check_causal_lm, load_decoder, load_tokenizer, resolve_adapter_reference
+from ..config import SimCSEConfig, config_to_dict
+from ..errors import Bg2VecError, ConfigError, DataError
+from ..models.references import resolve_model_reference
 from .reporting import eval_rows, format_table, plot_curves, write_metrics
-from .simcse import SimCSEModel, SimCSETrainer, pair_similarities, set_attention_dropout
-from .simcse_data import EvalPairs, SimCSECollator, eval_pairs, simcse_datasets
-from .training import (
+from ..objectives.simcse import SimCSEModel, pair_similarities, set_attention_dropout
+from .simcse_trainer import SimCSETrainer
+from ..data.texts import EvalPairs, SimCSECollator, eval_pairs, simcse_datasets
+from .trainer import (
     StopAfterSteps,
     add_lora,
     build_training_arguments,
-    check_causal_lm,
     check_output_dir,
-    load_tokenizer,
     resolve_checkpoint,
     trainable_parameters_line,
 )

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bg2vec import loading
-from bg2vec.loading import ModelReferenceError, resolve_model_reference
+from bg2vec.models import references as loading
+from bg2vec.models.references import ModelReferenceError, resolve_model_reference
 
 
 def _error(reference: str, cache_dir: Path | None = None) -> str:

@@ -1,0 +1,1 @@
+"""Data: text files, corpora, token blocks (MNTP) and contrastive texts (SimCSE)."""

@@ -1,0 +1,1 @@
+"""Encoding: pooling, inputs (instructions), the Bg2Vec encoder, exports, file encoding."""

@@ -1,0 +1,1 @@
+"""Models: references (Hub id, folder, .gguf, pypi:), the one loader of decoders and adapters, the bidirectional switch, per-architecture facts."""

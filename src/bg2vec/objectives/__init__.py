@@ -1,0 +1,1 @@
+"""Objectives, pure parts with no Trainer: masking collators, MNTP (the i-1 shift), InfoNCE/SimCSE."""

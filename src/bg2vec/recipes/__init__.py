@@ -1,0 +1,1 @@
+"""Recipes: prepare, mntp, simcse, each reading top to bottom; the Trainer glue and reporting."""
