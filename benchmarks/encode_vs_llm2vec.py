@@ -9,7 +9,7 @@ embeddings are.
     python benchmarks/encode_vs_llm2vec.py --pooling-mode eos_token --n 500
 
 llm2vec needs transformers 4.44.2 and peft 0.12.0, so it runs in its own virtual environment
-(benchmarks/.venv-llm2vec, created on first use; set BG2VEC_TORCH_INDEX to a pip index URL to pick the torch
+(.venv-llm2vec, built by `make llm2vec-env` or on first use; set BG2VEC_TORCH_INDEX to a pip index URL to pick the torch
 build it installs). This script re-runs itself there with --worker. transformers 4.44 cannot read every key
 transformers 5 writes, so llm2vec gets a copy of the model folder with its config.json and
 tokenizer_config.json written the old way (weights shared by symlink).
@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_VENV = ROOT / "benchmarks" / ".venv-llm2vec"
+DEFAULT_VENV = ROOT / ".venv-llm2vec"
 LLM2VEC_REQUIREMENTS = ["llm2vec==0.2.3", "transformers==4.44.2", "peft==0.12.0"]
 INSTRUCTION = "Retrieve Bulgarian sentences with the same meaning:"
 
@@ -75,28 +75,11 @@ def model_folder(reference: str, workdir: Path) -> Path:
 
 
 def transformers4_copy(folder: Path, workdir: Path) -> Path:
-    """The folder as transformers 4.44 reads it: top-level rope_theta and torch_dtype, a known tokenizer class,
-    BPE merges as "a b" strings."""
-    copy = workdir / "for-llm2vec"
-    copy.mkdir()
-    for item in folder.iterdir():
-        if item.name not in ("config.json", "tokenizer_config.json", "tokenizer.json"):
-            (copy / item.name).symlink_to(item.resolve())
-    config = json.loads((folder / "config.json").read_text())
-    rope = config.get("rope_parameters") or {}
-    if "rope_theta" in rope:
-        config["rope_theta"] = rope["rope_theta"]
-    config["torch_dtype"] = config.get("dtype", "float32")
-    (copy / "config.json").write_text(json.dumps(config, indent=2))
-    tokenizer = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
-    merges = tokenizer["model"].get("merges") or []
-    tokenizer["model"]["merges"] = [" ".join(m) if isinstance(m, list) else m for m in merges]  # tokenizers < 0.20
-    (copy / "tokenizer.json").write_text(json.dumps(tokenizer, ensure_ascii=False), encoding="utf-8")
-    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
-    tokenizer_config["tokenizer_class"] = "PreTrainedTokenizerFast"
-    tokenizer_config["model_input_names"] = ["input_ids", "attention_mask"]  # a decoder takes no token_type_ids
-    (copy / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
-    return copy
+    """The folder as transformers 4.44 reads it (see tests/llm2vec_side.py)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from llm2vec_side import transformers4_copy as copy
+
+    return copy(folder, workdir)
 
 
 def ensure_llm2vec_venv(venv: Path) -> Path:

@@ -7,7 +7,11 @@ so tests exercise the same loading path users do; a test that needs a model obje
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
+
+# Hub ids in the tests are served from a Hugging Face cache of the session's own (set before any HF import).
+os.environ["HF_HUB_CACHE"] = tempfile.mkdtemp(prefix="bg2vec-hub-cache-")
 
 import pytest
 import torch

@@ -1,21 +1,16 @@
-"""Same embeddings as llm2vec 0.2.3 itself, run in its own environment (benchmarks/.venv-llm2vec, which
-`python benchmarks/encode_vs_llm2vec.py` creates); skipped where that environment does not exist."""
+"""Same embeddings as llm2vec 0.2.3 itself, run in its own environment (.venv-llm2vec, built by make test)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from bg2vec import Bg2Vec
+from llm2vec_side import run_llm2vec, transformers4_copy
 
-ROOT = Path(__file__).resolve().parent.parent
-LLM2VEC_PYTHON = ROOT / "benchmarks" / ".venv-llm2vec" / "bin" / "python"
 MODES = ["mean", "weighted_mean", "eos_token", "last_token", "bos_token"]
 SENTENCES = [
     ["", "София е столицата на България и най-големият град в страната."],
@@ -36,18 +31,11 @@ json.dump(result, open(out, "w"))
 """ % MODES
 
 
-@pytest.mark.skipif(not LLM2VEC_PYTHON.exists(), reason="no llm2vec environment (run benchmarks/encode_vs_llm2vec.py once)")
 def test_embeddings_equal_llm2vecs(tiny_model_dirs, tmp_path):
     arch = "mistral"  # llm2vec's Llama path differs only in its class name
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from encode_vs_llm2vec import transformers4_copy
-
     folder = transformers4_copy(tiny_model_dirs[arch], tmp_path)
     out = tmp_path / "llm2vec.json"
-    subprocess.run(
-        [str(LLM2VEC_PYTHON), "-c", WORKER, str(folder), json.dumps(SENTENCES), str(out)],
-        check=True, capture_output=True, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
-    )
+    run_llm2vec(WORKER, str(folder), json.dumps(SENTENCES), str(out))
     theirs = json.loads(out.read_text())
     encoder = Bg2Vec.from_pretrained(str(tiny_model_dirs[arch]), doc_max_length=40, torch_dtype="float32")
     for mode in MODES:

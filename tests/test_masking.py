@@ -3,7 +3,7 @@ import torch
 from transformers import AutoTokenizer
 
 from bg2vec.errors import ConfigError
-from bg2vec.objectives.masking import IGNORE_INDEX, MNTPCollator, prepare_tokenizer
+from bg2vec.objectives.masking import IGNORE_INDEX, MaskToken, MNTPCollator, prepare_tokenizer
 
 MASK, PAD, BOS, EOS, VOCAB = 3, 0, 1, 2, 100
 
@@ -83,22 +83,21 @@ def test_mlm_probability_out_of_range(p):
 
 def test_prepare_tokenizer_mask_types(tokenizer_dir):
     blank = AutoTokenizer.from_pretrained(tokenizer_dir)
-    assert prepare_tokenizer(blank, "blank") is False
-    assert blank.mask_token == "_" and blank.pad_token == blank.eos_token
+    assert prepare_tokenizer(blank, "blank") == MaskToken(blank.convert_tokens_to_ids("_"), "_", added=False)
+    assert blank.mask_token is None, "'_' stays an ordinary token"
+    assert blank.pad_token == blank.eos_token
     eos = AutoTokenizer.from_pretrained(tokenizer_dir)
-    prepare_tokenizer(eos, "eos")
-    assert eos.mask_token_id == eos.eos_token_id
+    assert prepare_tokenizer(eos, "eos") == MaskToken(eos.eos_token_id, eos.eos_token, added=False)
     added = AutoTokenizer.from_pretrained(tokenizer_dir)
     size = len(added)
-    assert prepare_tokenizer(added, "mask") is True
+    assert prepare_tokenizer(added, "mask") == MaskToken(size, "<mask>", added=True)
     assert added.mask_token == "<mask>" and len(added) == size + 1
 
 
 def test_existing_mask_token_is_kept(tokenizer_dir):
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     tokenizer.add_special_tokens({"mask_token": "[MASK]"})
-    assert prepare_tokenizer(tokenizer, "blank") is False
-    assert tokenizer.mask_token == "[MASK]"
+    assert prepare_tokenizer(tokenizer, "blank") == MaskToken(tokenizer.mask_token_id, "[MASK]", added=False)
 
 
 def test_tokenizer_without_eos_or_pad_is_an_error(tokenizer_dir):

@@ -11,6 +11,7 @@ from transformers import AutoTokenizer
 from bg2vec.cli import main
 from bg2vec.config import MNTPConfig, PrepareConfig
 from bg2vec.data.blocks import load_blocks, mntp_datasets
+from bg2vec.errors import ConfigError
 from bg2vec.recipes.prepare import SUMMARY_FILE, prepare_corpus
 from bg2vec.recipes.mntp import run_mntp
 
@@ -153,6 +154,17 @@ def test_prepared_blocks_train_with_mntp(tmp_path, model, corpus_files):
     run = run_mntp(config, log=lambda *_: None)
     assert [row["Step"] for row in run.rows] == [0, 2]
     assert (Path(run.output_dir) / "adapter_model.safetensors").exists()
+
+
+def test_prepared_blocks_of_another_length_are_an_error_naming_both(tmp_path, model, corpus_files):
+    result = prepare(tmp_path, model, [corpus_files["train"]], max_seq_length=32, validation_split_percentage=20)
+    for summary in (True, False):  # read from prepare_summary.json, else from the longest block
+        if not summary:
+            (Path(result.output) / "prepare_summary.json").unlink()
+        config = MNTPConfig(model_name_or_path=model, dataset_path=result.output, output_dir=str(tmp_path / "x"), max_seq_length=64)
+        with pytest.raises(ConfigError, match=r"max_seq_length=64 .*block length .*: 32"):
+            run_mntp(config, log=lambda *_: None)
+        assert not (tmp_path / "x").exists(), "nothing written"
 
 
 def test_demo_corpus_prepares_from_the_command_line(tmp_path, model, capsys):

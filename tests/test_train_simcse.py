@@ -9,7 +9,9 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file
 
+from bg2vec.models.adapters import PEFT_0_12_LORA_KEYS
 from bg2vec.models.backbone import load_decoder
+from bg2vec.models.layouts import recorded_reference
 from bg2vec.cli import main
 from bg2vec.config import MNTPConfig, SimCSEConfig, config_from_dict, load_config
 from bg2vec.objectives.simcse import SimCSEModel
@@ -87,8 +89,12 @@ def test_output_folder_describes_itself(finished_run, simcse_inputs):
     assert "config.json" not in files, "the folder must not look like a base with an embedded adapter"
     description = json.loads((out / "bg2vec_config.json").read_text())
     assert description["stage"] == "simcse" and description["format_version"] == 1
-    assert description["base_model_name_or_path"] == str(simcse_inputs["base"])
-    assert description["mntp_adapter"] == str(simcse_inputs["mntp"].resolve())
+    # local inputs are recorded relative to the output, so the folders can move together
+    assert (out / description["base_model_name_or_path"]).resolve() == Path(simcse_inputs["base"]).resolve()
+    assert (out / description["mntp_adapter"]).resolve() == Path(simcse_inputs["mntp"]).resolve()
+    adapter_config = json.loads((out / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == description["base_model_name_or_path"]
+    assert set(adapter_config) <= PEFT_0_12_LORA_KEYS, "only keys llm2vec's peft 0.12 knows"
     assert (description["pooling_mode"], description["max_length"]) == ("mean", 32)
     assert description["skip_instruction"] is True and description["bidirectional"] is True
     keys = load_file(str(out / "adapter_model.safetensors")).keys()
@@ -99,6 +105,10 @@ def test_output_folder_describes_itself(finished_run, simcse_inputs):
     assert [e["step"] for e in metrics["log_history"] if "loss" in e] == [1, 2, 3, 4], "training loss per logging step"
     assert len(metrics["pairs"]) == len(PAIRS) and {"before", "after"} <= set(metrics["pairs"][0])
     assert "Alignment" in finished_run.table and "Spearman" in finished_run.table
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: peft") and "More Information Needed" not in card, "a real model card"
+    assert "SimCSE LoRA adapter" in card and "## Results" in card and "Spearman" in card
+    assert "Bg2Vec.from_pretrained(" in card and "LLM2Vec.from_pretrained(" in card and "SentenceTransformer(" in card
 
 
 def reference_embeddings(model: SimCSEModel, tokenizer, max_length=32):
@@ -119,9 +129,10 @@ def test_the_folder_alone_rebuilds_the_encoder(finished_run):
     trained = finished_run.model
     expected, batch = reference_embeddings(trained, trained_tokenizer(out))
     description = json.loads((Path(out) / "bg2vec_config.json").read_text())
-    decoder, _ = load_decoder(description["base_model_name_or_path"], description["mntp_adapter"], merge_peft=True)
+    base, mntp = (recorded_reference(description[k], out) for k in ("base_model_name_or_path", "mntp_adapter"))
+    decoder, _ = load_decoder(base, mntp, merge_peft=True)
     rebuilt = SimCSEModel(PeftModel.from_pretrained(decoder, out), description["pooling_mode"])
-    two_step, _ = load_decoder(description["mntp_adapter"], out)  # base folder with its embedded adapter
+    two_step, _ = load_decoder(mntp, out)  # base folder with its embedded adapter
     for decoder in (rebuilt.decoder, two_step):
         got = SimCSEModel(decoder, "mean").eval()(**batch)
         assert torch.allclose(expected, got.detach(), atol=1e-5)

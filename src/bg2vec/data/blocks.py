@@ -311,6 +311,24 @@ def load_blocks(dataset_path: str, validation_split_percentage: int) -> DatasetD
     return DatasetDict({name: loaded[name].select_columns(keep) for name in ("train", "validation")})
 
 
+def check_block_length(dataset_path: str, train: Dataset, max_seq_length: int) -> None:
+    """A prepared dataset must have been cut at `max_seq_length`: its prepare_summary.json says so, else its
+    longest block does. Training silently at another length would not be the run the config describes."""
+    summary = Path(dataset_path) / "prepare_summary.json"
+    if summary.is_file():
+        length = json.loads(summary.read_text(encoding="utf-8")).get("settings", {}).get("max_seq_length")
+        source = "its prepare_summary.json"
+    else:
+        lengths = pc.list_value_length(train.data.column("input_ids"))
+        length = pc.max(lengths).as_py() if len(train) else None
+        source = "its longest block"
+    if length is not None and length != max_seq_length:
+        raise ConfigError(
+            "max_seq_length", max_seq_length, f"the block length of dataset_path={dataset_path!r}: {length} ({source})",
+            fix=f"set max_seq_length {length}, or prepare the data again with --max-seq-length {max_seq_length}",
+        )
+
+
 def check_blocks(dataset: Dataset, split: str, min_length: int = 2) -> None:
     """Raise `DataError` if a split is empty or has blocks shorter than `min_length` tokens."""
     if len(dataset) == 0:
@@ -346,6 +364,7 @@ def mntp_datasets(
     """Train/validation token blocks from whichever source is given, checked and capped."""
     if dataset_path is not None:
         blocks = load_blocks(dataset_path, validation_split_percentage)
+        check_block_length(dataset_path, blocks["train"], max_seq_length)
     else:
         raw = load_raw_text(train_file, validation_file, dataset_name, dataset_config_name, cache_dir)
         if "validation" not in raw:

@@ -17,7 +17,7 @@ import copy
 import json
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +28,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._version import __version__
-from ..models.backbone import ADAPTER_CONFIG_FILE, adapter_base, load_decoder, merged_state_dict
+from .model_card import write_model_card
+from ..models.adapters import portable_adapter_config
+from ..models.backbone import load_model, load_tokenizer, merged_state_dict
+from ..models.layouts import BG2VEC_CONFIG_FILE, LLM2VEC_CONFIG_FILE, ModelPlan, portable_reference, resolve_model
 from ..models.bidirectional import is_bidirectional
 from ..errors import ConfigError
 from .inputs import ChatFormat, InputBuilder, ModelInput, chat_format_for, collate, eos_text_for
 from .pooling import POOLING_MODES, pool
 
-BG2VEC_CONFIG_FILE = "bg2vec_config.json"
-LLM2VEC_CONFIG_FILE = "llm2vec_config.json"
-# A training run records its block size as max_length; llm2vec encodes trained models at 512 regardless.
-TRAINING_STAGES = ("mntp", "simcse")
 
 
 @dataclass(frozen=True)
@@ -70,6 +69,7 @@ class Bg2Vec(nn.Module):
         settings: EncoderSettings | None = None,
         name_or_path: str | None = None,
         chat_format: ChatFormat | None = None,
+        plan: ModelPlan | None = None,
     ) -> None:
         super().__init__()
         self.model = model.eval()
@@ -77,6 +77,7 @@ class Bg2Vec(nn.Module):
         self.settings = settings or EncoderSettings()
         self.name_or_path = name_or_path or getattr(model.config, "name_or_path", None)
         self.chat_format = chat_format
+        self.plan = plan  # how it was loaded: `save` records the model under an unmerged adapter
         # llm2vec's choice; padding is masked, so this only has to be a token the model knows.
         tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "left"
@@ -104,24 +105,22 @@ class Bg2Vec(nn.Module):
 
         >>> encoder = Bg2Vec.from_pretrained("outputs/mntp", pooling_mode="mean", torch_dtype="bfloat16")
         """
-        base, adapter = _sources(base_model_name_or_path, peft_model_name_or_path)
-        saved: dict[str, Any] = {}
-        names = [base_model_name_or_path, base]
-        for folder in (base, adapter):
-            folder_settings, folder_names = _saved(folder)
-            saved.update(folder_settings)
-            names += folder_names
-        bidirectional = saved.pop("bidirectional", True) if enable_bidirectional is None else enable_bidirectional
+        plan = resolve_model(base_model_name_or_path, peft_model_name_or_path)
+        saved = dict(plan.settings)
+        bidirectional = saved.pop("bidirectional", True)
+        if enable_bidirectional is not None:
+            bidirectional = enable_bidirectional
         explicit = dict(
             pooling_mode=pooling_mode, max_length=max_length, doc_max_length=doc_max_length, skip_instruction=skip_instruction
         )
         settings = EncoderSettings(**{**saved, **{k: v for k, v in explicit.items() if v is not None}})
         dtype = model_kwargs.pop("torch_dtype", model_kwargs.pop("dtype", "auto"))
         attn_implementation = model_kwargs.pop("attn_implementation", None)
-        decoder, tokenizer = load_decoder(base, adapter, merge_peft, bidirectional, dtype, attn_implementation, **model_kwargs)
+        decoder = load_model(plan, merge_peft, bidirectional, False, dtype, attn_implementation, **model_kwargs)
         if "device_map" not in model_kwargs and torch.cuda.is_available():
             decoder.to("cuda")
-        return cls(decoder, tokenizer, settings, _portable(base), chat_format_for(names))
+        name = plan.base_reference or plan.weights
+        return cls(decoder, load_tokenizer(plan), settings, name, chat_format_for(list(plan.names) + [name]), plan)
 
     # --- encoding ------------------------------------------------------------------------------------------
 
@@ -164,7 +163,12 @@ class Bg2Vec(nn.Module):
         order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i].input_ids))
         batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
         show = show_progress_bar if show_progress_bar is not None else len(batches) > 1 and sys.stderr.isatty()
-        embeddings = self._run(inputs, batches, self._devices(device), show)  # (N, H)
+        was_training = self.model.training
+        self.model.eval()  # no dropout while encoding, whatever mode a caller left the model in
+        try:
+            embeddings = self._run(inputs, batches, self._devices(device), show)  # (N, H)
+        finally:
+            self.model.train(was_training)
         if normalize_embeddings:
             embeddings = F.normalize(embeddings, dim=-1)
         return embeddings if convert_to_tensor or not convert_to_numpy else embeddings.numpy()
@@ -215,7 +219,10 @@ class Bg2Vec(nn.Module):
 
     def _embed(self, model: nn.Module, features: dict[str, torch.Tensor]) -> torch.Tensor:
         out = model(
-            input_ids=features["input_ids"], attention_mask=features["attention_mask"], position_ids=features["position_ids"]
+            input_ids=features["input_ids"],
+            attention_mask=features["attention_mask"],
+            position_ids=features["position_ids"],
+            use_cache=False,
         )
         hidden = out.last_hidden_state.float()  # (B, T, H)
         return pool(
@@ -249,19 +256,29 @@ class Bg2Vec(nn.Module):
         else:
             save_merged_model(self.model, path)
         self.tokenizer.save_pretrained(path)
+        description = self.description(adapter_only, path)
+        if adapter_only:
+            portable_adapter_config(path, description["base_model_name_or_path"])
         (path / LLM2VEC_CONFIG_FILE).write_text(json.dumps(asdict(self.settings), indent=2), encoding="utf-8")
-        (path / BG2VEC_CONFIG_FILE).write_text(json.dumps(self.description(adapter_only), indent=2), encoding="utf-8")
+        (path / BG2VEC_CONFIG_FILE).write_text(json.dumps(description, indent=2), encoding="utf-8")
+        write_model_card(path, description)
 
-    def description(self, adapter_only: bool = False) -> dict[str, Any]:
-        """What bg2vec_config.json says about this encoder: versions, base model, attention, pooling."""
+    def description(self, adapter_only: bool = False, output_path: str | Path = ".") -> dict[str, Any]:
+        """What bg2vec_config.json says about this encoder: versions, base model, attention, pooling. With
+        `adapter_only`, the model under the adapter (as in a SimCSE output: base and MNTP adapter), recorded
+        relative to `output_path` where local."""
         import peft
         import transformers
 
+        model, adapter = (self.plan.under if self.plan and self.plan.under else None) or (self.name_or_path, None)
+        if not adapter_only:
+            model, adapter = self.name_or_path, None
         return {
             "bg2vec_version": __version__,
             "format_version": 1,
             "stage": "encoder",
-            "base_model_name_or_path": self.name_or_path,
+            "base_model_name_or_path": portable_reference(model, output_path) if model else None,
+            "mntp_adapter": portable_reference(adapter, output_path) if adapter else None,
             "adapter": "separate" if adapter_only else None,
             "bidirectional": is_bidirectional(self.model),
             **asdict(self.settings),
@@ -276,49 +293,3 @@ def save_merged_model(model: nn.Module, path: Path) -> None:
 
     base = model.get_base_model() if isinstance(model, PeftModel) else model
     base.save_pretrained(path, state_dict=merged_state_dict(model))
-
-
-def _sources(base: str, adapter: str | None) -> tuple[str, str | None]:
-    """(base, adapter) to load. An adapter folder given alone names its base in bg2vec_config.json (SimCSE:
-    the MNTP folder, whose adapter is merged first) or, for any PEFT adapter, in adapter_config.json."""
-    folder = Path(base).expanduser()
-    if adapter is not None or not folder.is_dir() or (folder / "config.json").is_file():
-        return base, adapter
-    if not (folder / ADAPTER_CONFIG_FILE).is_file():
-        return base, adapter  # not a model folder: resolve_model_reference says why
-    description = _read_json(folder / BG2VEC_CONFIG_FILE)
-    recorded = description.get("mntp_adapter") or description.get("base_model_name_or_path") or adapter_base(str(folder))
-    if not recorded:
-        raise ConfigError(
-            "base_model_name_or_path",
-            base,
-            "a model, or an adapter folder that records its base model",
-            fix="pass base_model_name_or_path=<the base model> and peft_model_name_or_path=<this folder>",
-        )
-    return recorded, str(folder)
-
-
-def _saved(reference: str | None) -> tuple[dict[str, Any], list[str]]:
-    """Encoder settings and model names saved in a local folder (llm2vec_config.json, then bg2vec_config.json)."""
-    settings: dict[str, Any] = {}
-    names: list[str] = []
-    if reference is None or not Path(reference).expanduser().is_dir():
-        return settings, names
-    keys = {f.name for f in fields(EncoderSettings)} | {"bidirectional"}
-    for name in (LLM2VEC_CONFIG_FILE, BG2VEC_CONFIG_FILE):
-        saved = _read_json(Path(reference).expanduser() / name)
-        for key in keys & saved.keys():
-            if not (key == "max_length" and saved.get("stage") in TRAINING_STAGES):
-                settings[key] = saved[key]
-        names += [saved[k] for k in ("base_model_name_or_path", "mntp_adapter") if isinstance(saved.get(k), str)]
-    return settings, names
-
-
-def _read_json(file: Path) -> dict[str, Any]:
-    return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
-
-
-def _portable(reference: str) -> str:
-    """An existing local path made absolute (so a saved folder can find it from anywhere), else as given."""
-    path = Path(reference).expanduser()
-    return str(path.resolve()) if path.exists() else reference

@@ -5,7 +5,10 @@ What carries each part of the encoder, with no code of ours:
 
 - bidirectional attention: config.json's `is_causal: false`, which transformers 5 reads on every forward;
 - adapters: merged into the saved weights;
-- left padding, pad token: the saved tokenizer;
+- pad token: the saved tokenizer. It pads on the right, whichever side the encoder's pads (Bg2Vec's: the left):
+  each text then has the positions bg2vec gives it, from 0 at its first token, and every sentence-transformers
+  version pools it right (older ones take `cls` at position 0 and count `lasttoken` and `weightedmean` as if
+  padded on the right);
 - pooling: sentence-transformers' `Pooling`. llm2vec pools mean over the text's tokens without BOS; a
   `WordWeights` module that gives the BOS token weight 0 does exactly that (Pooling then divides by the
   weights' sum, the number of text tokens);
@@ -18,6 +21,7 @@ Settings that sentence-transformers cannot express are refused (`ConfigError`), 
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -42,7 +46,7 @@ def export_sentence_transformers(encoder: Bg2Vec, output_path: str | Path, promp
     path = Path(output_path)
     path.mkdir(parents=True, exist_ok=True)
     save_merged_model(encoder.model, path)
-    encoder.tokenizer.save_pretrained(path)
+    _save_right_padded(encoder.tokenizer, path)
     (path / "bg2vec_config.json").write_text(json.dumps(encoder.description(), indent=2), encoding="utf-8")
 
     hidden = encoder.model.get_input_embeddings().weight.shape[1]
@@ -160,6 +164,15 @@ embeds as zeros here, as its BOS state in bg2vec.
 def _module(idx: int, path: str, name: str) -> dict[str, Any]:
     # The `sentence_transformers.models.*` names resolve in every sentence-transformers version since 2.x.
     return {"idx": idx, "name": str(idx), "path": path, "type": f"sentence_transformers.models.{name}"}
+
+
+def _save_right_padded(tokenizer: Any, path: Path) -> None:
+    """Save a copy of `tokenizer` that pads and truncates on the right when loaded; the encoder's keeps its sides."""
+    tokenizer = copy.deepcopy(tokenizer)
+    for name in ("padding_side", "truncation_side"):
+        setattr(tokenizer, name, "right")
+        tokenizer.init_kwargs[name] = "right"  # save_pretrained writes only the settings the tokenizer was made with
+    tokenizer.save_pretrained(path)
 
 
 def _write_word_weights(folder: Path, encoder: Bg2Vec) -> None:

@@ -1,35 +1,75 @@
-"""Load a decoder (no LM head) with the adapters earlier steps trained, as llm2vec's `from_pretrained` does.
+"""The one loader: a `ModelPlan` (models/layouts.py) becomes a decoder with its adapters, and its tokenizer.
 
-Order, as in llm2vec: (1) if the base folder itself holds an adapter (a bg2vec/llm2vec MNTP output, or
-McGill's `*-mntp` repos), load the weights of the model that adapter was trained on, apply it and merge it;
-(2) then apply `peft_model_name_or_path` on top, merged if `merge_peft`; (3) switch attention to
-bidirectional and check it. Used by the SimCSE recipe and the encoder.
+Order, as in llm2vec's `from_pretrained`: load the base weights; grow the vocabulary if an MNTP run added a
+mask token; apply each adapter of the chain and merge it (an adapter inside the base folder first); apply the
+last adapter, merged only with `merge_peft`; switch attention to bidirectional and check it by running the
+model. MNTP training (with the LM head), SimCSE training and the encoder all load through `load_model`.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from .bidirectional import enable_bidirectional, set_causal
 from ..errors import ConfigError, first_line
-from .references import resolve_model_reference
+from .bidirectional import enable_bidirectional, set_causal
+from .layouts import ModelPlan, resolve_model
 
-ADAPTER_CONFIG_FILE = "adapter_config.json"
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32, "auto": "auto"}
 
 
-def adapter_base(adapter_path: str) -> str | None:
-    """The `base_model_name_or_path` an adapter folder records, or None if it is not a local adapter."""
-    config_file = Path(adapter_path) / ADAPTER_CONFIG_FILE
-    if not config_file.is_file():
-        return None
-    return json.loads(config_file.read_text(encoding="utf-8")).get("base_model_name_or_path")
+def load_model(
+    plan: ModelPlan,
+    merge_peft: bool = False,
+    bidirectional: bool = True,
+    with_lm_head: bool = False,
+    torch_dtype: str | torch.dtype = "auto",
+    attn_implementation: str | None = None,
+    **model_kwargs: Any,
+) -> PreTrainedModel | nn.Module:
+    """The model `plan` describes: the decoder (a `PeftModel` while the last adapter is kept unmerged), or
+    with `with_lm_head` the causal LM around it (every adapter merged). `model_kwargs` go to transformers.
+
+    >>> decoder = load_model(resolve_model("outputs/simcse"), torch_dtype="bfloat16")
+    """
+    from peft import PeftModel
+
+    auto_class = AutoModelForCausalLM if with_lm_head else AutoModel
+    weights = plan.weights
+    try:
+        config = AutoConfig.from_pretrained(weights, **_config_kwargs(model_kwargs))
+        model = auto_class.from_pretrained(
+            weights, config=config, dtype=_dtype(torch_dtype), attn_implementation=attn_implementation, **model_kwargs
+        )
+    except TypeError as exc:  # an unknown keyword reaches the model's __init__
+        raise ConfigError(
+            "model_kwargs", sorted(model_kwargs), "keyword arguments transformers' from_pretrained accepts", fix=str(exc)
+        ) from None
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(
+            "model_name_or_path", plan.reference, "a decoder-only model transformers can load", fix=first_line(exc)
+        ) from None
+    model.config.use_cache = False  # an encoder never decodes: no KV cache in any forward
+    if plan.vocab_size:
+        grow_vocabulary(model, plan.vocab_size)
+    decoder = model.get_decoder() if with_lm_head else model
+    for adapter in plan.merged:
+        decoder = _apply_adapter(decoder, adapter, plan).merge_and_unload()
+    if plan.kept is not None:
+        decoder = _apply_adapter(decoder, plan.kept, plan)
+        if merge_peft or with_lm_head:
+            decoder = decoder.merge_and_unload()
+    if bidirectional:
+        enable_bidirectional(decoder)
+    else:
+        set_causal(decoder, True)
+    if with_lm_head:
+        model.set_decoder(decoder)
+        return model
+    return decoder
 
 
 def load_decoder(
@@ -40,61 +80,53 @@ def load_decoder(
     torch_dtype: str | torch.dtype = "auto",
     attn_implementation: str | None = None,
     **model_kwargs: Any,
-) -> tuple[PreTrainedModel | nn.Module, Any]:
-    """(decoder, tokenizer): the inner decoder with adapters applied as the module docstring says.
+) -> tuple[nn.Module, Any]:
+    """(decoder, tokenizer) for a reference of any layout and an optional adapter on top, as llm2vec loads.
 
     >>> decoder, tokenizer = load_decoder("INSAIT-Institute/BgGPT-7B-Instruct-v0.2", "mboyanov/bggpt-mntp", merge_peft=True)
     """
+    plan = resolve_model(base_model_name_or_path, peft_model_name_or_path)
+    decoder = load_model(
+        plan, merge_peft, enable_bidirectional_attention, False, torch_dtype, attn_implementation, **model_kwargs
+    )
+    return decoder, load_tokenizer(plan)
+
+
+def grow_vocabulary(model: PreTrainedModel, vocab_size: int) -> None:
+    """Add embedding rows up to `vocab_size` (a new mask token), each set to the mean of the existing rows.
+
+    The same rows at training and at every later load, so a saved run needs no copy of them. They are not
+    trained: the mask token appears only in MNTP inputs, never in a text the encoder embeds.
+    """
+    old = model.get_input_embeddings().weight.shape[0]
+    if vocab_size <= old:
+        return
+    model.resize_token_embeddings(vocab_size, mean_resizing=False)
+    tables = [model.get_input_embeddings()]
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if output is not None and output.weight is not tables[0].weight:
+        tables.append(output)
+    with torch.no_grad():
+        for table in tables:
+            table.weight[old:] = table.weight[:old].mean(dim=0, keepdim=True)  # (new, H) <- (1, H)
+
+
+def _apply_adapter(decoder: nn.Module, adapter: str, plan: ModelPlan) -> nn.Module:
     from peft import PeftModel
 
-    base_path = resolve_model_reference(base_model_name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(base_path)
-    config = AutoConfig.from_pretrained(base_path)
-    weights_from = base_path
-    embedded_adapter = adapter_base(base_path) if Path(base_path).is_dir() else None
-    if embedded_adapter is not None and not _has_weights(base_path):
-        weights_from = resolve_model_reference(embedded_adapter)
     try:
-        decoder = AutoModel.from_pretrained(
-            weights_from, config=config, dtype=_dtype(torch_dtype), attn_implementation=attn_implementation, **model_kwargs
-        )
-    except TypeError as exc:  # an unknown keyword reaches the model's __init__
+        return PeftModel.from_pretrained(decoder, adapter)
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(
-            "model_kwargs", sorted(model_kwargs), "keyword arguments transformers' from_pretrained accepts", fix=str(exc)
+            "peft_model_name_or_path",
+            adapter,
+            f"an adapter for {plan.base_reference or plan.weights!r}",
+            fix=f"PEFT could not apply it: {first_line(exc)[:200]}",
         ) from None
-    if embedded_adapter is not None:
-        decoder = PeftModel.from_pretrained(decoder, base_path).merge_and_unload()
-    if peft_model_name_or_path is not None:
-        adapter_path = resolve_adapter_reference(peft_model_name_or_path)
-        try:
-            decoder = PeftModel.from_pretrained(decoder, adapter_path)
-        except (RuntimeError, ValueError, KeyError) as exc:
-            raise ConfigError(
-                "peft_model_name_or_path",
-                peft_model_name_or_path,
-                f"an adapter trained on {base_model_name_or_path}",
-                fix=f"it was trained on {adapter_base(adapter_path) or 'another model'}: "
-                f"{str(exc).strip().splitlines()[0][:200]}",
-            ) from None
-        if merge_peft:
-            decoder = decoder.merge_and_unload()
-    if enable_bidirectional_attention:
-        enable_bidirectional(decoder)
-    else:
-        set_causal(decoder, True)
-    return decoder, tokenizer
 
 
-def resolve_adapter_reference(reference: str) -> str:
-    """A local adapter folder (checked) or a Hub id, unchanged."""
-    path = Path(reference).expanduser()
-    if path.exists():
-        if not (path / ADAPTER_CONFIG_FILE).is_file():
-            raise ConfigError("peft_model_name_or_path", reference, "a folder with adapter_config.json")
-        return str(path.resolve())
-    if reference.startswith(("/", "./", "../", "~")):
-        raise ConfigError("peft_model_name_or_path", reference, "an existing adapter folder or a Hub id")
-    return reference
+def _config_kwargs(model_kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {k: model_kwargs[k] for k in ("cache_dir", "trust_remote_code", "revision") if k in model_kwargs}
 
 
 def _dtype(torch_dtype: str | torch.dtype) -> str | torch.dtype:
@@ -103,10 +135,6 @@ def _dtype(torch_dtype: str | torch.dtype) -> str | torch.dtype:
     if torch_dtype not in DTYPES:
         raise ConfigError("torch_dtype", torch_dtype, "one of " + ", ".join(DTYPES) + " or a torch.dtype")
     return DTYPES[torch_dtype]
-
-
-def _has_weights(folder: str) -> bool:
-    return any(Path(folder).glob("model*.safetensors")) or any(Path(folder).glob("pytorch_model*.bin"))
 
 
 def merged_state_dict(decoder: nn.Module) -> dict[str, torch.Tensor]:
@@ -131,53 +159,37 @@ def merged_state_dict(decoder: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_tokenizer(model_reference: str, cache_dir: str | None = None, trust_remote_code: bool = False):
-    """The model's tokenizer, from any reference `resolve_model_reference` understands."""
-    path = resolve_model_reference(model_reference)
+
+def load_tokenizer(model: str | ModelPlan, cache_dir: str | None = None, trust_remote_code: bool = False):
+    """The tokenizer of a model reference (any layout) or plan: the outermost folder that saved one, else the base's."""
+    plan = model if isinstance(model, ModelPlan) else resolve_model(model)
     try:
-        return AutoTokenizer.from_pretrained(path, cache_dir=cache_dir, trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(
+            plan.tokenizer, cache_dir=cache_dir, trust_remote_code=trust_remote_code
+        )
     except (OSError, ValueError) as exc:
         raise ConfigError(
-            "model_name_or_path", model_reference, "a model with a loadable tokenizer", fix=first_line(exc)
+            "model_name_or_path", plan.reference, "a model with a loadable tokenizer", fix=first_line(exc)
         ) from None
 
 
-def check_causal_lm(model_reference: str, cache_dir: str | None = None, trust_remote_code: bool = False) -> None:
-    """Fail fast (before data processing) if the reference is not a decoder transformers can load as a causal LM."""
+def check_causal_lm(model: str | ModelPlan, cache_dir: str | None = None, trust_remote_code: bool = False) -> ModelPlan:
+    """Fail fast (before data processing) unless the base is a decoder transformers loads as a causal LM.
+    Returns the plan, so callers resolve the reference once."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    path = resolve_model_reference(model_reference)
+    plan = model if isinstance(model, ModelPlan) else resolve_model(model)
     try:
-        config = AutoConfig.from_pretrained(path, cache_dir=cache_dir, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(
+            plan.weights, cache_dir=cache_dir, trust_remote_code=trust_remote_code
+        )
     except (OSError, ValueError) as exc:
-        raise ConfigError("model_name_or_path", model_reference, "a model with a config.json", fix=first_line(exc)) from None
+        raise ConfigError("model_name_or_path", plan.reference, "a model with a config.json", fix=first_line(exc)) from None
     if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not getattr(config, "auto_map", None):
         raise ConfigError(
             "model_name_or_path",
-            model_reference,
+            plan.reference,
             f"a decoder-only causal LM, not model_type '{config.model_type}'",
             fix="use a decoder such as Mistral, Llama, Qwen2 or Gemma 3",
         )
-
-
-def load_causal_lm(
-    model_reference: str,
-    torch_dtype: str = "auto",
-    attn_implementation: str | None = None,
-    cache_dir: str | None = None,
-    trust_remote_code: bool = False,
-) -> PreTrainedModel:
-    """A decoder with its LM head, in `torch_dtype`, from a Hub id, folder, .gguf file or pypi: alias."""
-    path = resolve_model_reference(model_reference)
-    try:
-        return AutoModelForCausalLM.from_pretrained(
-            path,
-            dtype=DTYPES[torch_dtype],
-            attn_implementation=attn_implementation,
-            cache_dir=cache_dir,
-            trust_remote_code=trust_remote_code,
-        )
-    except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(
-            "model_name_or_path", model_reference, "a decoder-only causal LM transformers can load", fix=first_line(exc)
-        ) from None
+    return plan

@@ -66,7 +66,7 @@ def attends_to_later_tokens(model: nn.Module, with_padding: bool = False) -> boo
 
 
 def _last_hidden(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False)
     hidden = getattr(out, "last_hidden_state", None)
     return hidden if hidden is not None else out.hidden_states[-1]
 

@@ -35,9 +35,9 @@ _KINDS = "a Hub id like 'org/name', a local HF folder, a .gguf file or a pypi:<p
 class ModelReferenceError(Bg2VecError):
     """A `model_name_or_path` value that cannot be resolved (a `ValueError`); the message is one line."""
 
-    def __init__(self, value: str, problem: str, fix: str) -> None:
-        self.value = value
-        super().__init__(f"{SETTING}={value!r} {problem}; {fix}")
+    def __init__(self, value: str, problem: str, fix: str, setting: str = SETTING) -> None:
+        self.value, self.problem, self.fix, self.setting = value, problem, fix, setting
+        super().__init__(f"{setting}={value!r} {problem}; {fix}")
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,20 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("BG2VEC_CACHE") or Path.home() / ".cache" / "bg2vec").expanduser()
 
 
-def resolve_model_reference(reference: str, cache_dir: str | os.PathLike[str] | None = None) -> str:
-    """Return a Hub id or an absolute local folder for `reference`, converting GGUF files once if needed."""
+def resolve_model_reference(
+    reference: str, cache_dir: str | os.PathLike[str] | None = None, setting: str = SETTING
+) -> str:
+    """Return a Hub id or an absolute local folder for `reference`, converting GGUF files once if needed.
+    Errors name `setting` (the option that held the reference)."""
+    try:
+        return _resolve(reference, cache_dir)
+    except ModelReferenceError as error:
+        if setting == SETTING:
+            raise
+        raise ModelReferenceError(error.value, error.problem, error.fix, setting) from None
+
+
+def _resolve(reference: str, cache_dir: str | os.PathLike[str] | None) -> str:
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     if not isinstance(reference, str) or not reference.strip():
         raise ModelReferenceError(str(reference), "is empty", f"set it to {_KINDS}")

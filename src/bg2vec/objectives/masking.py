@@ -1,9 +1,11 @@
 """Mask-token choice and the MNTP collators.
 
 Decoder tokenizers have no mask token. As in llm2vec, we pick one (`blank` = "_", `eos`, or a new `<mask>`)
-only when the tokenizer has none, and set pad = eos when pad is missing.
+only when the tokenizer has none, and set pad = eos when pad is missing. Unlike llm2vec, `blank` and `eos` are
+used by id and never registered as the tokenizer's mask token: a registered "_" becomes an added token, which
+the saved tokenizer cuts out of every word (`snake_case`), so it would tokenize text unlike the base model's.
 
-Collators (both pad on the right and never choose special tokens or padding):
+Collators (both pad on the right and never choose special tokens, the mask token or padding):
 - `all_mask`: each token is chosen with probability p and replaced by the mask token;
 - `default`: BERT's 80% mask / 10% random token / 10% unchanged among the chosen tokens.
 Labels hold the original id at chosen positions and -100 elsewhere. The MNTP shift (predict token i from
@@ -27,9 +29,23 @@ COLLATOR_TYPES = ("all_mask", "default")  # every chosen token masked, or BERT's
 IGNORE_INDEX = -100
 
 
-def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, mask_token_type: str) -> bool:
-    """Give `tokenizer` a pad and a mask token, in place. Returns True if a token was added to the vocabulary
-    (the model's embeddings must then be resized)."""
+@dataclass(frozen=True)
+class MaskToken:
+    """The token that masked positions become."""
+
+    id: int
+    text: str
+    added: bool  # new to the vocabulary: the model's embeddings must be resized to len(tokenizer)
+
+
+def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, mask_token_type: str) -> MaskToken:
+    """Give `tokenizer` a pad token (its EOS) if it has none, and choose the mask token: the tokenizer's own,
+    else `mask_token_type`'s. Only `mask` changes the vocabulary (adds the special token `<mask>`); the others
+    leave tokenization of any text as it was, in memory and once saved.
+
+    >>> prepare_tokenizer(mistral_tokenizer, "blank")
+    MaskToken(id=28730, text='_', added=False)
+    """
     if mask_token_type not in MASK_TOKEN_TYPES:
         raise ConfigError("mask_token_type", mask_token_type, "one of " + ", ".join(MASK_TOKEN_TYPES))
     if tokenizer.eos_token is None and tokenizer.pad_token is None:
@@ -42,17 +58,16 @@ def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, mask_token_type: str) 
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.mask_token is not None:
-        return False
+        return MaskToken(tokenizer.mask_token_id, tokenizer.mask_token, added=False)
     if mask_token_type == "mask":
-        tokenizer.add_special_tokens({"mask_token": "<mask>"})
-        return True
+        added = tokenizer.add_special_tokens({"mask_token": "<mask>"}) > 0
+        return MaskToken(tokenizer.mask_token_id, tokenizer.mask_token, added)
     if mask_token_type == "eos":
         if tokenizer.eos_token is None:
             raise ConfigError(
                 "mask_token_type", "eos", "a tokenizer with an eos token", fix="use mask_token_type blank or mask"
             )
-        tokenizer.mask_token = tokenizer.eos_token
-        return False
+        return MaskToken(tokenizer.eos_token_id, tokenizer.eos_token, added=False)
     blank_id = tokenizer.convert_tokens_to_ids("_")
     if blank_id is None or blank_id == tokenizer.unk_token_id:
         raise ConfigError(
@@ -61,8 +76,7 @@ def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, mask_token_type: str) 
             "a tokenizer whose vocabulary has the single token '_'",
             fix="use mask_token_type mask (adds <mask>) or eos",
         )
-    tokenizer.mask_token = "_"
-    return False
+    return MaskToken(blank_id, "_", added=False)
 
 
 @dataclass
@@ -90,12 +104,16 @@ class MNTPCollator:
         self._special = torch.tensor(sorted(set(self.special_token_ids)), dtype=torch.long)
 
     @classmethod
-    def for_tokenizer(cls, tokenizer: PreTrainedTokenizerBase, **kwargs: Any) -> MNTPCollator:
-        """A collator using `tokenizer`'s mask, pad and special tokens (call `prepare_tokenizer` first)."""
+    def for_tokenizer(cls, tokenizer: PreTrainedTokenizerBase, mask: MaskToken, **kwargs: Any) -> MNTPCollator:
+        """A collator masking with `mask` (from `prepare_tokenizer`) and `tokenizer`'s pad and special tokens.
+        The mask token is never chosen either, as in llm2vec, where "_" was a special token.
+
+        >>> collator = MNTPCollator.for_tokenizer(tokenizer, prepare_tokenizer(tokenizer, "blank"), mlm_probability=0.2)
+        """
         return cls(
-            mask_token_id=tokenizer.mask_token_id,
+            mask_token_id=mask.id,
             pad_token_id=tokenizer.pad_token_id,
-            special_token_ids=tokenizer.all_special_ids,
+            special_token_ids=[*tokenizer.all_special_ids, mask.id],
             vocab_size=len(tokenizer),
             **kwargs,
         )

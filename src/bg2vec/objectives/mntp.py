@@ -86,7 +86,7 @@ class MNTPModel(nn.Module):
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
-        hidden = self.decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+        hidden = self.decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state  # (B, T, H)
         if labels is None:
             return {"last_hidden_state": hidden}
         logits, targets = mntp_logits_at_labels(hidden, labels, self.lm_head, self.logit_softcap)  # (N, V), (N,)

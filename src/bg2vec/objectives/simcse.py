@@ -253,7 +253,7 @@ class SimCSEModel(nn.Module):
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pooling_mask: torch.Tensor
     ) -> torch.Tensor:
-        hidden = self.decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+        hidden = self.decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state  # (B, T, H)
         pooled = pool(self.pooling_mode, hidden.float(), pooling_mask, input_ids, attention_mask, self.bos_token_id)
         return pooled  # (B, H)
 

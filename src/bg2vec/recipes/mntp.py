@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +18,13 @@ from torch import nn
 from transformers import set_seed
 
 from .._version import __version__
-from ..models.backbone import check_causal_lm, load_causal_lm, load_tokenizer
-from ..models.bidirectional import enable_bidirectional
+from ..encoding.model_card import write_model_card
+from ..models.adapters import portable_adapter_config
+from ..models.backbone import check_causal_lm, load_model, load_tokenizer
+from ..models.layouts import BG2VEC_CONFIG_FILE, ModelPlan, portable_reference, resolve_model
 from ..config import MNTPConfig, config_to_dict
 from ..data.blocks import mntp_datasets
-from ..objectives.masking import MNTPCollator, prepare_tokenizer
+from ..objectives.masking import MaskToken, MNTPCollator, prepare_tokenizer
 from ..objectives.mntp import MNTPModel, masked_token_accuracy
 from .reporting import eval_rows, format_table, plot_curves, write_metrics
 from .trainer import (
@@ -35,7 +37,6 @@ from .trainer import (
     trainable_parameters_line,
 )
 
-BG2VEC_CONFIG_FILE = "bg2vec_config.json"
 PLOT_FILE = "mntp_curves.png"
 TABLE_COLUMNS = {"Accuracy": "eval_accuracy"}
 
@@ -51,17 +52,19 @@ class MNTPResult:
     model: MNTPModel
 
 
-def build_mntp_model(config: MNTPConfig, tokenizer) -> MNTPModel:
-    """Base model → (resized) → bidirectional decoder with LoRA + LM head (frozen unless train_lm_head)."""
-    model = load_causal_lm(
-        config.model_name_or_path, config.torch_dtype, config.attn_implementation, config.cache_dir, config.trust_remote_code
+def build_mntp_model(config: MNTPConfig, plan: ModelPlan, tokenizer) -> MNTPModel:
+    """Base model (any adapters of its chain merged; grown if the tokenizer gained a mask token) →
+    bidirectional decoder with LoRA + LM head (frozen unless train_lm_head)."""
+    model = load_model(
+        replace(plan, vocab_size=max(len(tokenizer), plan.vocab_size or 0)),
+        bidirectional=config.bidirectional,
+        with_lm_head=True,
+        torch_dtype=config.torch_dtype,
+        attn_implementation=config.attn_implementation,
+        **_hub_kwargs(config),
     )
-    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
-        model.resize_token_embeddings(len(tokenizer))
     decoder = model.get_decoder()
     lm_head = model.get_output_embeddings()
-    if config.bidirectional:
-        enable_bidirectional(decoder)
     lm_head = _lm_head_for_training(lm_head, decoder, config.train_lm_head)
     if config.gradient_checkpointing:
         decoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -95,9 +98,9 @@ def run_mntp(config: MNTPConfig, resume: str | bool | None = None, log=print) ->
     checkpoint = resolve_checkpoint(config.output_dir, resume)
     set_seed(config.seed)
 
-    check_causal_lm(config.model_name_or_path, config.cache_dir, config.trust_remote_code)
-    tokenizer = load_tokenizer(config.model_name_or_path, config.cache_dir, config.trust_remote_code)
-    prepare_tokenizer(tokenizer, config.mask_token_type)
+    plan = check_causal_lm(resolve_model(config.model_name_or_path), config.cache_dir, config.trust_remote_code)
+    tokenizer = load_tokenizer(plan, config.cache_dir, config.trust_remote_code)
+    mask = prepare_tokenizer(tokenizer, config.mask_token_type)
     datasets = mntp_datasets(
         tokenizer,
         config.max_seq_length,
@@ -115,13 +118,13 @@ def run_mntp(config: MNTPConfig, resume: str | bool | None = None, log=print) ->
         overwrite_cache=config.overwrite_cache,
     )
     do_eval = config.do_eval and len(datasets.get("validation", [])) > 0
-    model = build_mntp_model(config, tokenizer)
+    model = build_mntp_model(config, plan, tokenizer)
     log(trainable_parameters_line(model))
     log(f"train blocks: {len(datasets['train']):,} | validation blocks: {len(datasets['validation']):,} "
-        f"| block: {config.max_seq_length} tokens | mask token: {tokenizer.mask_token!r}")
+        f"| block: {config.max_seq_length} tokens | mask token: {mask.text!r}")
 
     collator = MNTPCollator.for_tokenizer(
-        tokenizer, mlm_probability=config.mlm_probability, collator_type=config.data_collator_type, seed=config.seed
+        tokenizer, mask, mlm_probability=config.mlm_probability, collator_type=config.data_collator_type, seed=config.seed
     )
     args = build_training_arguments(
         config,
@@ -150,7 +153,9 @@ def run_mntp(config: MNTPConfig, resume: str | bool | None = None, log=print) ->
     history = trainer.state.log_history
     rows = eval_rows(history, TABLE_COLUMNS)
     if trainer.is_world_process_zero():
-        _save_run_description(model, tokenizer, config)
+        description = _save_run_description(model, mask, config)
+        data = config.dataset_path or config.train_file or config.dataset_name
+        write_model_card(config.output_dir, description, format_table(rows), data, trainer.state.global_step)
         write_metrics(config.output_dir, history, rows, final)
         plot_curves(history, Path(config.output_dir) / PLOT_FILE, "Bi-MNTP", "eval_accuracy" if do_eval else None)
     return MNTPResult(config.output_dir, rows, final, format_table(rows), model)
@@ -164,20 +169,25 @@ def _final_evaluation(trainer: AdapterTrainer) -> dict[str, Any]:
     return trainer.evaluate()
 
 
-def _save_run_description(model: MNTPModel, tokenizer, config: MNTPConfig) -> None:
+def _save_run_description(model: MNTPModel, mask: MaskToken, config: MNTPConfig) -> dict[str, Any]:
     """config.json (bidirectional flag included) and the versioned bg2vec_config.json a later step reads."""
     import peft
     import transformers
 
     output_dir = Path(config.output_dir)
     model.config.save_pretrained(output_dir)
+    base = portable_reference(config.model_name_or_path, output_dir)
+    portable_adapter_config(output_dir, base)
     description = {
         "bg2vec_version": __version__,
         "format_version": 1,
         "stage": "mntp",
-        "base_model_name_or_path": config.model_name_or_path,
+        "base_model_name_or_path": base,
         "bidirectional": config.bidirectional,
-        "mask_token": tokenizer.mask_token,
+        # embedding rows after a mask token was added (the new row is the mean row, never trained), else None
+        "vocab_size": model.decoder.get_input_embeddings().weight.shape[0] if mask.added else None,
+        "mask_token": mask.text,
+        "mask_token_id": mask.id,
         "mask_token_type": config.mask_token_type,
         "lm_head_trained": config.train_lm_head,
         "pooling_mode": "mean",
@@ -187,3 +197,10 @@ def _save_run_description(model: MNTPModel, tokenizer, config: MNTPConfig) -> No
         "training_config": config_to_dict(config),
     }
     (output_dir / BG2VEC_CONFIG_FILE).write_text(json.dumps(description, indent=2), encoding="utf-8")
+    return description
+
+
+def _hub_kwargs(config: MNTPConfig) -> dict[str, Any]:
+    return {"cache_dir": config.cache_dir, "trust_remote_code": config.trust_remote_code} if config.cache_dir else {
+        "trust_remote_code": config.trust_remote_code
+    }

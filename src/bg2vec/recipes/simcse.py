@@ -20,10 +20,12 @@ import torch
 from transformers import set_seed
 
 from .._version import __version__
-from ..models.backbone import check_causal_lm, load_decoder, load_tokenizer, resolve_adapter_reference
+from ..encoding.model_card import write_model_card
+from ..models.adapters import portable_adapter_config
+from ..models.backbone import check_causal_lm, load_model, load_tokenizer
+from ..models.layouts import BG2VEC_CONFIG_FILE, ModelPlan, portable_reference, resolve_model
 from ..config import SimCSEConfig, config_to_dict
-from ..errors import Bg2VecError, ConfigError, DataError
-from ..models.references import resolve_model_reference
+from ..errors import ConfigError, DataError
 from .reporting import eval_rows, format_table, plot_curves, write_metrics
 from ..objectives.simcse import SimCSEModel, pair_similarities, set_attention_dropout
 from .simcse_trainer import SimCSETrainer
@@ -37,7 +39,6 @@ from .trainer import (
     trainable_parameters_line,
 )
 
-BG2VEC_CONFIG_FILE = "bg2vec_config.json"
 PLOT_FILE = "simcse_curves.png"
 TABLE_COLUMNS = {"Alignment": "eval_alignment", "Uniformity": "eval_uniformity"}
 
@@ -62,12 +63,10 @@ def run_simcse(config: SimCSEConfig, resume: str | bool | None = None, log=print
     check_negatives(config.per_device_train_batch_size, global_batch)
     set_seed(config.seed)
 
-    check_causal_lm(config.model_name_or_path, config.cache_dir, config.trust_remote_code)
-    mntp_adapter = None
-    if config.peft_model_name_or_path is not None:
-        mntp_adapter = resolve_adapter_reference(config.peft_model_name_or_path)
-        check_adapter_base(mntp_adapter, config.model_name_or_path)
-    tokenizer = load_tokenizer(config.model_name_or_path, config.cache_dir, config.trust_remote_code)
+    # base + MNTP adapter, any layouts; an adapter recorded for another base is an error here
+    plan = resolve_model(config.model_name_or_path, config.peft_model_name_or_path)
+    check_causal_lm(plan, config.cache_dir, config.trust_remote_code)
+    tokenizer = load_tokenizer(plan, config.cache_dir, config.trust_remote_code)  # the encoder loads the same
     prepare_tokenizer_for_pooling(tokenizer, config.pooling_mode)
     datasets = simcse_datasets(
         tokenizer,
@@ -96,7 +95,7 @@ def run_simcse(config: SimCSEConfig, resume: str | bool | None = None, log=print
     if config.eval_pairs_file is not None:
         pairs = eval_pairs(config.eval_pairs_file, tokenizer, config.max_seq_length, config.pooling_mode)
     do_eval = config.do_eval and len(datasets["validation"]) > 1
-    model = build_simcse_model(config, tokenizer)
+    model = build_simcse_model(config, plan, tokenizer)
     log(trainable_parameters_line(model))
     log(f"train texts: {len(datasets['train']):,} | held-out texts: {len(datasets['validation']):,} | up to "
         f"{config.max_seq_length} tokens | {global_batch} texts per step, two dropout views each "
@@ -141,7 +140,9 @@ def run_simcse(config: SimCSEConfig, resume: str | bool | None = None, log=print
     columns = {**TABLE_COLUMNS, **({"Spearman": "eval_spearman"} if pairs else {})}
     rows = eval_rows(history, columns)
     if trainer.is_world_process_zero():
-        _save_run_description(config, mntp_adapter)
+        description = _save_run_description(config)
+        data = config.dataset_file_path or config.dataset_path or config.train_file or config.dataset_name
+        write_model_card(config.output_dir, description, format_table(rows), data, trainer.state.global_step)
         write_metrics(config.output_dir, history, rows, final, pairs=similarities)
         plot_curves(history, Path(config.output_dir) / PLOT_FILE, "SimCSE", list(columns.values()) if do_eval else None)
     return SimCSEResult(config.output_dir, rows, final, format_table(rows), model, similarities)
@@ -158,43 +159,6 @@ def check_negatives(per_device_batch: int, global_batch: int) -> None:
         )
 
 
-def check_adapter_base(adapter: str, base: str) -> None:
-    """Refuse an MNTP adapter that records another base model than `base`; the error names both.
-
-    A local adapter records its base in adapter_config.json (PEFT) and, if bg2vec wrote it, bg2vec_config.json.
-    Two references match if they are equal, resolve to the same folder, or end in the same name (a Hub id and
-    a local copy of it). A recorded local path that does not exist here cannot be compared; then, as for a Hub
-    adapter, only PEFT's shape check at load time remains.
-    """
-    folder = Path(adapter)
-    recorded = []
-    for name in (BG2VEC_CONFIG_FILE, "adapter_config.json"):
-        if (folder / name).is_file():
-            value = json.loads((folder / name).read_text(encoding="utf-8")).get("base_model_name_or_path")
-            if value and not (value.startswith(("/", ".", "~")) and not Path(value).expanduser().exists()):
-                recorded.append(value)
-    if not recorded or any(_same_model(value, base) for value in recorded):
-        return
-    raise ConfigError(
-        "peft_model_name_or_path",
-        adapter,
-        f"an MNTP adapter trained on model_name_or_path={base!r}",
-        fix=f"it was trained on {recorded[0]!r}: set model_name_or_path to that model, "
-        f"or use an adapter trained on {base!r}",
-    )
-
-
-def _same_model(a: str, b: str) -> bool:
-    def canonical(reference: str) -> str:
-        try:
-            return resolve_model_reference(reference).rstrip("/")
-        except Bg2VecError:
-            return reference.rstrip("/")
-
-    a, b = canonical(a), canonical(b)
-    return a == b or Path(a).name.lower() == Path(b).name.lower()
-
-
 def prepare_tokenizer_for_pooling(tokenizer, pooling_mode: str) -> None:
     """Pad with EOS when the tokenizer has no pad token (llm2vec's choice); check what the pooling needs."""
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
@@ -207,13 +171,12 @@ def prepare_tokenizer_for_pooling(tokenizer, pooling_mode: str) -> None:
         )
 
 
-def build_simcse_model(config: SimCSEConfig, tokenizer) -> SimCSEModel:
+def build_simcse_model(config: SimCSEConfig, plan: ModelPlan, tokenizer) -> SimCSEModel:
     """Base → MNTP adapter merged → bidirectional → SimCSE dropout → fresh LoRA (only its weights train)."""
-    decoder, _ = load_decoder(
-        config.model_name_or_path,
-        config.peft_model_name_or_path,
+    decoder = load_model(
+        plan,
         merge_peft=True,
-        enable_bidirectional_attention=config.bidirectional,
+        bidirectional=config.bidirectional,
         torch_dtype=config.torch_dtype,
         attn_implementation=config.attn_implementation,
         **({"cache_dir": config.cache_dir} if config.cache_dir else {}),
@@ -258,17 +221,22 @@ def _pairs_before_and_after(
     ]
 
 
-def _save_run_description(config: SimCSEConfig, mntp_adapter: str | None) -> None:
-    """The versioned bg2vec_config.json from which `Bg2Vec.from_pretrained(output_dir)` rebuilds the encoder."""
+def _save_run_description(config: SimCSEConfig) -> dict[str, Any]:
+    """The versioned bg2vec_config.json from which `Bg2Vec.from_pretrained(output_dir)` rebuilds the encoder:
+    base and MNTP adapter as given (local paths relative to the output), resolved on load as they were here."""
     import peft
     import transformers
 
+    output_dir = Path(config.output_dir)
+    base = portable_reference(config.model_name_or_path, output_dir)
+    mntp_adapter = config.peft_model_name_or_path
+    portable_adapter_config(output_dir, base)
     description = {
         "bg2vec_version": __version__,
         "format_version": 1,
         "stage": "simcse",
-        "base_model_name_or_path": _portable(config.model_name_or_path),
-        "mntp_adapter": mntp_adapter,
+        "base_model_name_or_path": base,
+        "mntp_adapter": portable_reference(mntp_adapter, output_dir) if mntp_adapter else None,
         "bidirectional": config.bidirectional,
         "pooling_mode": config.pooling_mode,
         "max_length": config.max_seq_length,
@@ -279,9 +247,4 @@ def _save_run_description(config: SimCSEConfig, mntp_adapter: str | None) -> Non
     }
     path = Path(config.output_dir) / BG2VEC_CONFIG_FILE
     path.write_text(json.dumps(description, indent=2), encoding="utf-8")
-
-
-def _portable(reference: str) -> str:
-    """A local path made absolute (the folder may be loaded from elsewhere); Hub ids and pypi: aliases as given."""
-    path = Path(reference).expanduser()
-    return str(path.resolve()) if path.exists() else reference
+    return description

@@ -1,0 +1,127 @@
+"""The README.md every bg2vec output carries: what the folder is, what it was made from, how well it did, and
+the exact lines that load it with bg2vec, llm2vec and sentence-transformers, under YAML metadata the Hub reads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..models.references import PYPI_PREFIX
+
+KINDS = {
+    "mntp": "a Bi-MNTP LoRA adapter (LLM2Vec step 2): bidirectional attention, masked next token prediction",
+    "simcse": "a SimCSE LoRA adapter (LLM2Vec step 3), applied on top of the merged MNTP adapter",
+    "encoder": "a Bg2Vec text encoder",
+}
+
+
+def write_model_card(
+    folder: str | Path,
+    description: dict[str, Any],
+    table: str | None = None,
+    data: str | None = None,
+    steps: int | None = None,
+) -> Path:
+    """Write `folder`/README.md from its bg2vec_config.json `description` (and, for a run, its metrics table,
+    data and step count); returns the file.
+
+    >>> write_model_card("outputs/mntp", json.load(open("outputs/mntp/bg2vec_config.json")), table, "train.txt", 1000)
+    """
+    folder = Path(folder)
+    stage = description.get("stage", "encoder")
+    base = description.get("base_model_name_or_path") or "unknown"
+    mntp = description.get("mntp_adapter")
+    adapter = stage in ("mntp", "simcse") or description.get("adapter") == "separate"
+    hub_base = base if _is_hub_id(base) else None
+    metadata = ["---"]
+    if hub_base:
+        metadata.append(f"base_model: {hub_base}")
+    metadata += [
+        f"library_name: {'peft' if adapter else 'transformers'}",
+        "pipeline_tag: feature-extraction",
+        "tags:",
+        *(f"- {tag}" for tag in ("bg2vec", "llm2vec", "sentence-embeddings", "text-embeddings", stage)),
+        "---",
+    ]
+    rows = [
+        ("what", KINDS.get(stage, stage)),
+        ("base model", f"`{base}`"),
+        ("MNTP adapter merged first", f"`{mntp}`" if mntp else None),
+        ("bidirectional attention", "yes" if description.get("bidirectional", True) else "no"),
+        ("pooling", f"`{description.get('pooling_mode', 'mean')}` over the text's own tokens"),
+        ("mask token", f"`{description['mask_token']}` (id {description.get('mask_token_id')})" if "mask_token" in description else None),
+        ("training data", f"`{data}`" if data else None),
+        ("optimisation steps", f"{steps:,}" if steps is not None else None),
+    ]
+    versions = description.get("versions", {})
+    lines = [
+        *metadata,
+        f"# {folder.resolve().name}",
+        "",
+        f"Made with [bg2vec](https://pypi.org/project/bg2vec/) {description.get('bg2vec_version', '')} "
+        "(the LLM2Vec recipe, arXiv 2404.05961, on transformers 5).",
+        "",
+        "| | |",
+        "| --- | --- |",
+        *(f"| {name} | {value} |" for name, value in rows if value),
+        "",
+    ]
+    if table:
+        lines += ["## Results", "", "```", table.rstrip(), "```", ""]
+    lines += _usage(folder.resolve().name, stage, base, mntp, adapter)
+    if versions:
+        lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) + "."]
+    file = folder / "README.md"
+    file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return file
+
+
+def _usage(name: str, stage: str, base: str, mntp: str | None, adapter: bool) -> list[str]:
+    """The loading lines: this folder alone (bg2vec), the CLI, llm2vec's call, and sentence-transformers."""
+    ref = f"path/to/{name}"
+    llm2vec = (
+        f'LLM2Vec.from_pretrained("{base}", peft_model_name_or_path="{ref}", enable_bidirectional=True, merge_peft=True)'
+        if stage == "mntp"
+        else f'LLM2Vec.from_pretrained("<MNTP repo: {mntp or base}>", peft_model_name_or_path="{ref}", enable_bidirectional=True)'
+        if adapter
+        else f'LLM2Vec.from_pretrained("{ref}", enable_bidirectional=True)'
+    )
+    return [
+        "## Use",
+        "",
+        "```python",
+        "from bg2vec import Bg2Vec",
+        "",
+        f'encoder = Bg2Vec.from_pretrained("{ref}")  # or a Hub id; the base and adapters it records are loaded',
+        'embeddings = encoder.encode(["София е столицата на България.", ["Намери подобни изречения:", "Пловдив е стар град."]])',
+        "```",
+        "",
+        "```bash",
+        f"bg2vec encode --model {ref} --input texts.txt --output embeddings.npy",
+        "```",
+        "",
+        "llm2vec 0.2.3 (transformers 4.44, peft 0.12) reads the adapter as well:",
+        "",
+        "```python",
+        "from llm2vec import LLM2Vec",
+        "",
+        f"encoder = {llm2vec}",
+        "```",
+        "",
+        "sentence-transformers: export once, then load with its own modules only:",
+        "",
+        "```python",
+        "from bg2vec import Bg2Vec",
+        "from bg2vec.encoding.export import export_sentence_transformers",
+        "from sentence_transformers import SentenceTransformer",
+        "",
+        f'export_sentence_transformers(Bg2Vec.from_pretrained("{ref}"), "{name}-st")',
+        f'model = SentenceTransformer("{name}-st")',
+        "```",
+    ]
+
+
+def _is_hub_id(reference: str) -> bool:
+    parts = reference.split("/")
+    return not reference.startswith((PYPI_PREFIX, "/", ".", "~")) and len(parts) == 2 and all(parts)
