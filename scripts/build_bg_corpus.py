@@ -2,30 +2,38 @@
 """Rebuild the small Bulgarian corpus in data/bg/ from Debian packages (stdlib only).
 
 Texts are Bulgarian translations shipped in Debian 12 packages (see data/bg/SOURCE.md):
-gettext .mo catalogs, Fluent/.properties/.dtd files in Mozilla langpacks (.xpi), Mallard
-help pages and fortunes-bg.  Needs dpkg-deb; --download fetches missing .debs with
+gettext .mo catalogs (desktop apps, Wesnoth's unit and help texts), Fluent/.properties/.dtd
+files in Mozilla langpacks (.xpi) and Mallard help pages.  Packages reserved for outside
+evaluation (RESERVED) are never read.  Needs dpkg-deb; --download fetches missing .debs with
 `apt-get download`.  Output is deterministic for a given set of .debs:
 
     python3 scripts/build_bg_corpus.py --debs /tmp/bgdeb --download
 """
-import argparse, glob, gettext, html, os, random, re, shutil, subprocess, unicodedata, zipfile
+import argparse, fnmatch, glob, gettext, html, os, random, re, shutil, subprocess, unicodedata, zipfile
 import xml.etree.ElementTree as ET
 
-# package -> role.  "train"/"validation" texts are split by package (for fortunes-bg by file)
-# so near-duplicate UI strings from one catalog cannot leak across the split; "pairs"
-# catalogs only help to find eval pairs and contribute no text to train/validation.
+# Reserved for outside evaluation: never downloaded, read or used here (not even for pairs),
+# so an evaluation set built from them stays unseen by anything trained on this corpus.
+RESERVED = ("libreoffice-l10n-*", "fortunes-*", "mythes-*", "wordnet*", "freedict-*",
+            "dict-freedict-*")
+
+# package -> role.  "train"/"validation" texts are split by package so near-duplicate UI
+# strings from one catalog cannot leak across the split; "pairs" catalogs only help to find
+# eval pairs and contribute no text to train/validation.
 PACKAGES = {
-    "fortunes-bg": "train", "firefox-esr-l10n-bg": "train", "thunderbird-l10n-bg": "train",
-    "libreoffice-l10n-bg": "train", "evolution-common": "train", "gimp-data": "train",
-    "inkscape": "train", "gnome-control-center-data": "train", "nautilus-data": "train",
-    "synaptic": "train", "apt": "train", "gedit-common": "validation",
-    "totem-common": "validation", "rhythmbox-data": "validation",
-    "gnome-software-common": "validation", "libgtk-3-common": "pairs",
-    "evolution-data-server-common": "pairs", "coreutils": "pairs", "libc-l10n": "pairs",
-    "tar": "pairs", "gettext": "pairs",
+    "firefox-esr-l10n-bg": "train", "thunderbird-l10n-bg": "train",
+    "wesnoth-1.16-data": "train", "vlc-l10n": "train", "gnucash-common": "train",
+    "evolution-common": "train", "gramps": "train", "korganizer": "train", "kmail": "train",
+    "gimp-data": "train", "inkscape": "train", "gnome-control-center-data": "train",
+    "nautilus-data": "train", "synaptic": "train", "apt": "train",
+    "gedit-common": "validation", "totem-common": "validation", "rhythmbox-data": "validation",
+    "gnome-software-common": "validation", "gnome-disk-utility": "validation",
+    "libgtk-3-common": "pairs", "evolution-data-server-common": "pairs", "coreutils": "pairs",
+    "libc-l10n": "pairs", "tar": "pairs", "gettext": "pairs",
 }
-VALIDATION_FILES = {"usr/share/games/fortunes/bg/history"}  # fortunes-bg file held out
-MAX_PKG_BYTES = 450_000      # cap per package in train (LibreOffice alone has ~0.8 MB)
+if [p for p in PACKAGES if any(fnmatch.fnmatch(p, r) for r in RESERVED)]:
+    raise SystemExit("PACKAGES lists a package reserved for outside evaluation")
+MAX_PKG_BYTES = 200_000      # cap per package and split (Wesnoth has ~400 kB, Firefox ~225 kB)
 N_PAIRS = 25                 # positive eval pairs (and as many negatives)
 MIN_WORDS, MIN_CYR = 5, 0.85
 
@@ -118,26 +126,18 @@ def page_items(path):
             yield "".join(el.itertext())
 
 
-def fortune_items(path):
-    """One fortune per text; the tab-indented "-- Author" attribution lines are dropped."""
-    for f in open(path, encoding="utf-8").read().split("\n%\n"):
-        yield " ".join(l for l in f.split("\n") if l.strip() and not l.startswith("\t\t"))
-
-
 def documents(root):
     """Yield (source_file, msgid_or_None, raw_text) for every text in an extracted package."""
     for p in sorted(glob.glob(os.path.join(root, "**", "*"), recursive=True)):
         rel = os.path.relpath(p, root)        # match on `rel`: --debs may contain "/bg/"
         if os.path.islink(p) or not os.path.isfile(p):
-            continue                          # e.g. fortunes-bg's *.u8 symlinks
+            continue
         if rel.endswith(".mo") and "/bg/" in rel:
             yield from ((rel, k, v) for k, v in mo_items(p))
         elif rel.endswith(".xpi"):
             yield from ((rel + "!" + n, None, v) for n, _, v in xpi_items(p))
         elif rel.endswith(".page") and "/help/bg/" in rel:
             yield from ((rel, None, v) for v in page_items(p))
-        elif "/fortunes/bg/" in rel and not rel.endswith(".dat"):
-            yield from ((rel, None, v) for v in fortune_items(p))
 
 
 def extract(debs, download):
@@ -207,7 +207,7 @@ def main():
             if t and msgid and len(msgid.split()) >= 3:
                 by_msgid.setdefault(msgid, {}).setdefault(key(t), (t, pkg + ":" + src))
             if t and role != "pairs" and len(t.split()) >= MIN_WORDS and SENTENCE_END.search(t):
-                texts["validation" if src in VALIDATION_FILES else role].append((pkg, msgid, t))
+                texts[role].append((pkg, msgid, t))
 
     picked, neg = eval_pairs(by_msgid)
     pos = [(a, b) for _, a, b in picked]
