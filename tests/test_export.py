@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+import sentence_transformers
 from transformers import AutoTokenizer
 
 from bg2vec import Bg2Vec
@@ -14,7 +15,6 @@ from bg2vec.errors import ConfigError
 from bg2vec.encoding.export import export_sentence_transformers
 from test_encoder import with_settings
 
-sentence_transformers = pytest.importorskip("sentence_transformers")
 
 TEXTS = [  # 2 to 38 tokens: every batch below is padded
     "София е столицата на България.",

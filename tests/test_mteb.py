@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
+import mteb
+from mteb.mocks.mock_tasks import MockRetrievalTask, MockSTSTask
+from mteb.models.models_protocols import EncoderProtocol
 
 from bg2vec import Bg2Vec
-
-mteb = pytest.importorskip("mteb")
-
-from mteb.mocks.mock_tasks import MockRetrievalTask, MockSTSTask  # noqa: E402
-from mteb.models.models_protocols import EncoderProtocol  # noqa: E402
 
 from bg2vec.evaluation.mteb_model import Bg2VecMTEB, llm2vec_instruction  # noqa: E402
 

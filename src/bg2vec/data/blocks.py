@@ -364,7 +364,6 @@ def mntp_datasets(
     """Train/validation token blocks from whichever source is given, checked and capped."""
     if dataset_path is not None:
         blocks = load_blocks(dataset_path, validation_split_percentage)
-        check_block_length(dataset_path, blocks["train"], max_seq_length)
     else:
         raw = load_raw_text(train_file, validation_file, dataset_name, dataset_config_name, cache_dir)
         if "validation" not in raw:
@@ -382,4 +381,6 @@ def mntp_datasets(
         if limit is not None and name in blocks:
             blocks[name] = blocks[name].select(range(min(limit, len(blocks[name]))))
     check_blocks(blocks["train"], "train")
+    if dataset_path is not None:
+        check_block_length(dataset_path, blocks["train"], max_seq_length)
     return blocks
