@@ -12,6 +12,7 @@ from pathlib import Path
 
 # Hub ids in the tests are served from a Hugging Face cache of the session's own (set before any HF import).
 os.environ["HF_HUB_CACHE"] = tempfile.mkdtemp(prefix="bg2vec-hub-cache-")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # read by huggingface_hub at import
 
 import pytest
 import torch
@@ -25,7 +26,6 @@ from transformers import (
     Qwen2Config,
 )
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(2)
 
 CORPUS = [

@@ -85,11 +85,13 @@ def test_empty_corpus(tmp_path, capsys, base):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n \n\n")
     status, err = run_cli(tmp_path, capsys, **{**base, "train_file": str(empty)})
-    assert_clean_failure(status, err, base, "no block")
+    assert_clean_failure(status, err, base, "train_file", "holds no text")
 
 
 def test_corpus_shorter_than_one_block(tmp_path, capsys, base):
-    status, err = run_cli(tmp_path, capsys, **{**base, "max_seq_length": 100000})
+    short = tmp_path / "short.txt"
+    short.write_text("Една кратка история.\nИ още една.\n", encoding="utf-8")
+    status, err = run_cli(tmp_path, capsys, **{**base, "train_file": str(short), "max_seq_length": 256})
     assert_clean_failure(status, err, base, "max_seq_length")
 
 

@@ -9,6 +9,8 @@ JSON config (mntp, simcse) share `add_config_arguments`; their unknown `--key va
 from __future__ import annotations
 
 import argparse
+import shlex
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -16,9 +18,11 @@ from typing import Callable, Sequence
 
 from .config import MNTPConfig, config_help, load_config
 from .config import SimCSEConfig
-from .errors import Bg2VecError
+from .errors import Bg2VecError, TrainingInterrupted, first_line
 
 EXIT_BAD_INPUT = 2
+EXIT_ENVIRONMENT = 1  # the machine refused (disk full, I/O error): one line, no traceback
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 
 def _split_overrides(extra: Sequence[str], parser: argparse.ArgumentParser) -> dict[str, str]:
@@ -133,7 +137,8 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", nargs="?", help="JSON config file (llm2vec's keys accepted)")
+    # CONFIG is taken by `main` from the first leftover argument, so `--key value` pairs alone work too
+    parser.usage = f"bg2vec {parser.prog.split()[-1]} [CONFIG.json] [--key value ...] [--resume [CHECKPOINT]]"
     parser.add_argument(
         "--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
         help="continue from the last checkpoint in output_dir, or from CHECKPOINT",
@@ -160,7 +165,7 @@ def _run_encode(args: argparse.Namespace, overrides: dict[str, str]) -> None:
     from .encoding.files import check_paths, encode_file
     from .encoding.encoder import Bg2Vec
 
-    check_paths(args.input, args.output)
+    check_paths(args.input, args.output, {"--model": args.model, "--adapter": args.adapter})
     started = time.time()
     encoder = Bg2Vec.from_pretrained(
         args.model, args.adapter, merge_peft=args.merge_adapter, pooling_mode=args.pooling_mode,
@@ -217,18 +222,44 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     command = COMMANDS[args.command]
     if extra and command.config_class is None:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if command.config_class is not None:
+        args.config = extra.pop(0) if extra and not extra[0].startswith("--") else None
     overrides = _split_overrides(extra, parser) if command.config_class else {}
+    signal.signal(signal.SIGTERM, _interrupt)  # torchrun and schedulers stop runs with SIGTERM
     try:
         command.run(args, overrides)
     except Bg2VecError as exc:
         print(f"bg2vec {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except TrainingInterrupted as exc:
+        print(f"\nbg2vec {args.command}: {_interrupted_line(exc, argv)}", file=sys.stderr)  # below a progress bar
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print(f"\nbg2vec {args.command}: interrupted before training started; nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as exc:
+        print(f"bg2vec {args.command}: error: {first_line(exc)}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _interrupted_line(exc: TrainingInterrupted, argv: list[str]) -> str:
+    """Where training stopped, the last checkpoint, and the command that continues from it."""
+    where = f"interrupted at step {exc.step} of {exc.total}"
+    if exc.checkpoint is None:
+        return f"{where}, before the first checkpoint; nothing was kept: run the same command again"
+    kept = [a for i, a in enumerate(argv) if a != "--resume" and not (i and argv[i - 1] == "--resume" and not a.startswith("--"))]
+    return f"{where}; last checkpoint: {exc.checkpoint}; resume with: bg2vec {shlex.join(kept)} --resume"
 
 
 if __name__ == "__main__":

@@ -28,3 +28,11 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (library errors can run to pages), or its type's name."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped by Ctrl-C or SIGTERM at `step` of `total`; `checkpoint` is the last complete one (or None)."""
+
+    def __init__(self, step: int, total: int, checkpoint: str | None) -> None:
+        self.step, self.total, self.checkpoint = step, total, checkpoint
+        super().__init__(f"interrupted at step {step} of {total}")

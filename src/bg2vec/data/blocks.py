@@ -27,13 +27,14 @@ from datasets.utils import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from ..errors import ConfigError, DataError
+from ..paths import CORPUS_CACHE, default_cache_dir
+from .corpus import read_corpus
 
 REMAINDER_POLICIES = ("drop", "keep")  # what happens to each group's last, short block
 
 GROUP_BATCH_SIZE = 1000
 STREAM_BATCH_DOCUMENTS = 10_000
 MIN_BLOCK_TOKENS = 2  # MNTP predicts token i from position i-1
-RAW_FORMATS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 TOKEN_FEATURES = Features({"input_ids": List(Value("int32"))})
 BLOCK_FEATURES = Features({"input_ids": List(Value("int32")), "attention_mask": List(Value("int8"))})
 
@@ -44,23 +45,31 @@ def load_raw_text(
     dataset_name: str | None = None,
     dataset_config_name: str | None = None,
     cache_dir: str | None = None,
+    text_column: str | None = None,
+    train_setting: str = "train_file",
 ) -> DatasetDict:
-    """Raw documents as a DatasetDict with a `train` and possibly a `validation` split."""
+    """Raw documents as a DatasetDict with a `train` and possibly a `validation` split.
+
+    Files are read by `bg2vec prepare`'s reader (`corpus.read_corpus`: any of its formats, compressed or not,
+    UTF-8 checked, one document per line of text, cached) into one column, `text_column` (default `text`); a Hub
+    dataset keeps its columns.
+    """
     if dataset_name is not None:
         raw = load_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir)
         return DatasetDict({name: raw[name] for name in ("train", "validation") if name in raw})
-    files = {"train": train_file}
+    files = {"train": (train_setting, train_file)}
     if validation_file is not None:
-        files["validation"] = validation_file
+        files["validation"] = ("validation_file", validation_file)
     splits = {}
-    for split, path in files.items():
-        setting = f"{split}_file"
-        if not Path(path).is_file():
-            raise ConfigError(setting, path, "an existing, readable file", fix="check the path")
-        builder = RAW_FORMATS.get(Path(path).suffix.lower())
-        if builder is None:
-            raise ConfigError(setting, path, "a file ending in " + ", ".join(sorted(RAW_FORMATS)))
-        splits[split] = load_dataset(builder, data_files={split: path}, cache_dir=cache_dir)[split]
+    for split, (setting, path) in files.items():
+        if not Path(path).exists():
+            raise ConfigError(setting, path, "an existing file or folder", fix="check the path")
+        corpus = read_corpus([path], default_cache_dir() / CORPUS_CACHE, text_column=text_column or "text", setting=setting)
+        documents = corpus.documents
+        if len(documents) == 0 or pc.max(documents.data.column("chars")).as_py() == 0:
+            raise DataError(f"{setting}={path!r} holds no text ({len(documents):,} documents, all empty); add text")
+        column = documents.select_columns(["text"])
+        splits[split] = column.rename_column("text", text_column) if text_column not in (None, "text") else column
     return DatasetDict(splits)
 
 
@@ -365,7 +374,7 @@ def mntp_datasets(
     if dataset_path is not None:
         blocks = load_blocks(dataset_path, validation_split_percentage)
     else:
-        raw = load_raw_text(train_file, validation_file, dataset_name, dataset_config_name, cache_dir)
+        raw = load_raw_text(train_file, validation_file, dataset_name, dataset_config_name, cache_dir, text_column)
         if "validation" not in raw:
             raw = split_off_validation(raw["train"], validation_split_percentage)
         blocks = DatasetDict(

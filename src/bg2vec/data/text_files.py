@@ -84,7 +84,7 @@ class TextStream:
                 if self.errors == "strict":
                     raise DataError(
                         f"{self.path}: invalid UTF-8 at byte {position} ({exc.reason}); "
-                        "fix or re-encode the file, or pass --errors replace to replace bad bytes with U+FFFD"
+                        "fix or re-encode the file, or replace bad bytes with U+FFFD (bg2vec prepare --errors replace)"
                     ) from None
                 self.replaced += 1
                 pieces.append((pending + data)[: exc.start].decode("utf-8") + "\ufffd")

@@ -23,15 +23,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from datasets import Dataset, DatasetDict, load_from_disk
+from datasets import Dataset, DatasetDict, Features, List, Value, load_from_disk
 from datasets.fingerprint import Hasher
 from transformers import PreTrainedTokenizerBase
 
-from .blocks import RAW_FORMATS, load_raw_text, split_off_validation, text_column_of, tokenizer_fingerprint
+from .blocks import load_raw_text, split_off_validation, text_column_of, tokenizer_fingerprint
 from ..errors import ConfigError, DataError
 
 WIKI1M = "wiki1m"  # llm2vec's name for a one-text-per-line file given as dataset_file_path
 PAIR_SCORE_COLUMNS = ("score", "label", "similarity", "gold")
+EXAMPLE_FEATURES = Features({"input_ids": List(Value("int32")), "pooling_mask": List(Value("int8"))})
 
 
 def mark_text_tokens(
@@ -134,7 +135,8 @@ def simcse_datasets(
 ) -> DatasetDict:
     """Train and validation examples (`input_ids`, `pooling_mask`), distinct, capped, checked."""
     raw = _load_source(
-        dataset_file_path, train_file, validation_file, dataset_name, dataset_config_name, dataset_path, cache_dir
+        dataset_file_path, train_file, validation_file, dataset_name, dataset_config_name, dataset_path, cache_dir,
+        text_column,
     )
     if "validation" not in raw:
         raw = split_off_validation(raw["train"], validation_split_percentage)
@@ -172,6 +174,8 @@ def _examples(
     The maps get their fingerprint from `tokenizer_hash`: left to itself, datasets would dill-pickle the whole
     tokenizer to fingerprint them (tens of seconds for a 262k vocabulary).
     """
+    if len(split) == 0:  # datasets' map returns an empty dataset unchanged, with its old columns
+        return Dataset.from_dict({"input_ids": [], "pooling_mask": []}, features=EXAMPLE_FEATURES)
     options: dict[str, Any] = {"batched": True, "num_proc": num_proc, "load_from_cache_file": not overwrite_cache}
     if "input_ids" in split.column_names:
         special = sorted(tokenizer.all_special_ids)
@@ -221,14 +225,17 @@ def _load_source(
     dataset_config_name: str | None,
     dataset_path: str | None,
     cache_dir: str | None,
+    text_column: str | None,
 ) -> DatasetDict:
     if dataset_path is not None:
         return _load_saved(dataset_path)
     if dataset_file_path is not None:
-        _check_file("dataset_file_path", dataset_file_path)
-        return load_raw_text(train_file=dataset_file_path, validation_file=validation_file, cache_dir=cache_dir)
+        return load_raw_text(
+            train_file=dataset_file_path, validation_file=validation_file, text_column=text_column,
+            train_setting="dataset_file_path",
+        )
     if train_file is not None:
-        return load_raw_text(train_file=train_file, validation_file=validation_file, cache_dir=cache_dir)
+        return load_raw_text(train_file=train_file, validation_file=validation_file, text_column=text_column)
     if validation_file is not None:
         _check_file("validation_file", validation_file)
     try:
@@ -237,15 +244,15 @@ def _load_source(
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError("dataset_name", dataset_name, "a Hub dataset reachable from here", fix=first_line) from None
     if validation_file is not None:
-        raw["validation"] = load_raw_text(train_file=validation_file, cache_dir=cache_dir)["train"]
+        raw["validation"] = load_raw_text(
+            train_file=validation_file, text_column=text_column, train_setting="validation_file"
+        )["train"]
     return raw
 
 
 def _check_file(setting: str, path: str) -> None:
     if not Path(path).is_file():
         raise ConfigError(setting, path, "an existing, readable file", fix="check the path")
-    if Path(path).suffix.lower() not in RAW_FORMATS:
-        raise ConfigError(setting, path, "a file ending in " + ", ".join(sorted(RAW_FORMATS)))
 
 
 def _load_saved(dataset_path: str) -> DatasetDict:

@@ -16,8 +16,9 @@ from __future__ import annotations
 import copy
 import json
 import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,13 @@ class Bg2Vec(nn.Module):
         dtype = model_kwargs.pop("torch_dtype", model_kwargs.pop("dtype", "auto"))
         attn_implementation = model_kwargs.pop("attn_implementation", None)
         decoder = load_model(plan, merge_peft, bidirectional, False, dtype, attn_implementation, **model_kwargs)
+        positions = getattr(decoder.config, "max_position_embeddings", None)
+        if positions is not None and settings.max_length > positions:
+            warnings.warn(
+                f"max_length={settings.max_length} is more than the model's {positions} positions "
+                f"(max_position_embeddings); encoding with max_length={positions}", stacklevel=2,
+            )
+            settings = replace(settings, max_length=positions, doc_max_length=min(settings.doc_max_length, positions))
         if "device_map" not in model_kwargs and torch.cuda.is_available():
             decoder.to("cuda")
         name = plan.base_reference or plan.weights

@@ -20,14 +20,18 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .encoder import Bg2Vec
+from ..data.text_files import TextStream, lines_with_ends
 from ..errors import ConfigError, DataError
+from ..paths import check_apart, check_creatable
 
 INPUT_SUFFIXES = (".txt", ".jsonl")
 OUTPUT_SUFFIXES = (".npy", ".parquet")
 
 
-def check_paths(input_path: str | Path, output_path: str | Path) -> tuple[Path, Path]:
-    """Both paths checked before any model is loaded."""
+def check_paths(
+    input_path: str | Path, output_path: str | Path, models: dict[str, str | None] | None = None
+) -> tuple[Path, Path]:
+    """Both paths checked before any model is loaded; the output is apart from the input and `models`."""
     source, target = Path(input_path), Path(output_path)
     if source.suffix not in INPUT_SUFFIXES:
         raise ConfigError("--input", str(source), "a file ending in " + " or ".join(INPUT_SUFFIXES))
@@ -37,34 +41,40 @@ def check_paths(input_path: str | Path, output_path: str | Path) -> tuple[Path, 
         raise ConfigError("--output", str(target), "a file ending in " + " or ".join(OUTPUT_SUFFIXES))
     if not target.parent.is_dir():
         raise ConfigError("--output", str(target), "a path in an existing folder", fix=f"create {target.parent} first")
+    check_apart(target, "--output", {"--input": source, **(models or {})})
+    check_creatable(target.parent, "--output")
     return source, target
+
+
+def _lines(path: Path) -> Iterator[str]:
+    """The file's lines, UTF-8 checked as they stream (`bg2vec prepare`'s reader: a bad byte names its offset)."""
+    with TextStream(str(path)) as stream:
+        yield from lines_with_ends(stream)
 
 
 def count_rows(path: Path) -> int:
     """How many rows `read_chunks` will give, counted by streaming through the file."""
-    with path.open(encoding="utf-8") as handle:
-        if path.suffix == ".txt":
-            return sum(1 for _ in handle)
-        return sum(1 for line in handle if line.strip())
+    if path.suffix == ".txt":
+        return sum(1 for _ in _lines(path))
+    return sum(1 for line in _lines(path) if line.strip())
 
 
 def read_chunks(path: Path, chunk_size: int, instruction: str | None = None) -> Iterator[list[Any]]:
     """Lists of up to `chunk_size` sentences (texts, or [instruction, text] pairs) in file order."""
     chunk: list[Any] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if path.suffix == ".txt":
-                sentence: Any = line.rstrip("\r\n")
-            elif not line.strip():
-                continue
-            else:
-                sentence = _json_sentence(line, path, number)
-            if instruction and isinstance(sentence, str):
-                sentence = [instruction, sentence]
-            chunk.append(sentence)
-            if len(chunk) == chunk_size:
-                yield chunk
-                chunk = []
+    for number, line in enumerate(_lines(path), start=1):
+        if path.suffix == ".txt":
+            sentence: Any = line.rstrip("\r\n")
+        elif not line.strip():
+            continue
+        else:
+            sentence = _json_sentence(line, path, number)
+        if instruction and isinstance(sentence, str):
+            sentence = [instruction, sentence]
+        chunk.append(sentence)
+        if len(chunk) == chunk_size:
+            yield chunk
+            chunk = []
     if chunk:
         yield chunk
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +73,15 @@ def _lora_defaults() -> dict[str, Any]:
             value = field.default_factory()
             defaults[field.name] = value if not dataclasses.is_dataclass(value) else dataclasses.asdict(value)
     return defaults
+
+
+# transformers 5 renamed gradient checkpointing to activation checkpointing; peft still reads the old property.
+_RENAMED_CHECKPOINTING = r"`is_gradient_checkpointing` is deprecated"
+
+
+@contextmanager
+def quiet_renames() -> Iterator[None]:
+    """Silence exactly the FutureWarning peft triggers by reading transformers' old checkpointing name."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_RENAMED_CHECKPOINTING, category=FutureWarning)
+        yield

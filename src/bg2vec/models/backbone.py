@@ -15,6 +15,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from ..errors import ConfigError, first_line
+from .adapters import quiet_renames
 from .bidirectional import enable_bidirectional, set_causal
 from .layouts import ModelPlan, resolve_model
 
@@ -115,7 +116,8 @@ def _apply_adapter(decoder: nn.Module, adapter: str, plan: ModelPlan) -> nn.Modu
     from peft import PeftModel
 
     try:
-        return PeftModel.from_pretrained(decoder, adapter)
+        with quiet_renames():
+            return PeftModel.from_pretrained(decoder, adapter)
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(
             "peft_model_name_or_path",
@@ -193,3 +195,9 @@ def check_causal_lm(model: str | ModelPlan, cache_dir: str | None = None, trust_
             fix="use a decoder such as Mistral, Llama, Qwen2 or Gemma 3",
         )
     return plan
+
+
+def position_limit(plan: ModelPlan, cache_dir: str | None = None, trust_remote_code: bool = False) -> int | None:
+    """The longest input the model's positions allow (`max_position_embeddings`), or None if it sets none."""
+    config = AutoConfig.from_pretrained(plan.weights, cache_dir=cache_dir, trust_remote_code=trust_remote_code)
+    return getattr(config.get_text_config(), "max_position_embeddings", None)

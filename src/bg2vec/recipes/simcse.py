@@ -22,10 +22,12 @@ from transformers import set_seed
 from .._version import __version__
 from ..encoding.model_card import write_model_card
 from ..models.adapters import portable_adapter_config
-from ..models.backbone import check_causal_lm, load_model, load_tokenizer
+from ..models.backbone import check_causal_lm, load_model, load_tokenizer, position_limit
 from ..models.layouts import BG2VEC_CONFIG_FILE, ModelPlan, portable_reference, resolve_model
 from ..config import SimCSEConfig, config_to_dict
 from ..errors import ConfigError, DataError
+from ..paths import check_apart, check_output_dir, clear_output_dir
+from .checkpoints import resolve_checkpoint
 from .reporting import eval_rows, format_table, plot_curves, write_metrics
 from ..objectives.simcse import SimCSEModel, pair_similarities, set_attention_dropout
 from .simcse_trainer import SimCSETrainer
@@ -34,8 +36,10 @@ from .trainer import (
     StopAfterSteps,
     add_lora,
     build_training_arguments,
-    check_output_dir,
-    resolve_checkpoint,
+    cap_sequence_length,
+    enable_checkpointing,
+    input_paths,
+    train,
     trainable_parameters_line,
 )
 
@@ -57,8 +61,9 @@ class SimCSEResult:
 
 def run_simcse(config: SimCSEConfig, resume: str | bool | None = None, log=print) -> SimCSEResult:
     """Train a SimCSE adapter as `config` says; `resume` = True (last checkpoint) or a checkpoint path."""
+    check_apart(config.output_dir, "output_dir", input_paths(config))
     check_output_dir(config.output_dir, config.overwrite_output_dir, bool(resume))
-    checkpoint = resolve_checkpoint(config.output_dir, resume)
+    checkpoint = resolve_checkpoint(config.output_dir, resume, log)
     global_batch = config.per_device_train_batch_size * int(os.environ.get("WORLD_SIZE", "1"))
     check_negatives(config.per_device_train_batch_size, global_batch)
     set_seed(config.seed)
@@ -66,6 +71,8 @@ def run_simcse(config: SimCSEConfig, resume: str | bool | None = None, log=print
     # base + MNTP adapter, any layouts; an adapter recorded for another base is an error here
     plan = resolve_model(config.model_name_or_path, config.peft_model_name_or_path)
     check_causal_lm(plan, config.cache_dir, config.trust_remote_code)
+    check_apart(config.output_dir, "output_dir", input_paths(config, plan))
+    config = cap_sequence_length(config, position_limit(plan, config.cache_dir, config.trust_remote_code), log)
     tokenizer = load_tokenizer(plan, config.cache_dir, config.trust_remote_code)  # the encoder loads the same
     prepare_tokenizer_for_pooling(tokenizer, config.pooling_mode)
     datasets = simcse_datasets(
@@ -126,8 +133,10 @@ def run_simcse(config: SimCSEConfig, resume: str | bool | None = None, log=print
         mini_batch_size=config.mini_batch_size,
         pairs=(pairs.first, pairs.second, pairs.scores) if pairs is not None else None,
     )
+    if config.overwrite_output_dir and checkpoint is None:
+        clear_output_dir(config.output_dir)  # every input checked: the earlier run's files (and checkpoints) go
     if config.do_train:
-        trainer.train(resume_from_checkpoint=checkpoint)
+        train(trainer, checkpoint)
     final = _final_evaluation(trainer) if do_eval else {}
     similarities = []
     if pairs is not None:
@@ -183,7 +192,7 @@ def build_simcse_model(config: SimCSEConfig, plan: ModelPlan, tokenizer) -> SimC
     )
     set_attention_dropout(decoder, config.simcse_dropout)
     if config.gradient_checkpointing:
-        decoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(decoder)
     decoder = add_lora(decoder, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
     return SimCSEModel(decoder, config.pooling_mode, tokenizer.bos_token_id)
 

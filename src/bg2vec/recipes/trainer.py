@@ -8,6 +8,9 @@ PEFT adapter (and a trained LM head), never a full copy of the base model.
 from __future__ import annotations
 
 import math
+import os
+import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,39 +22,13 @@ from transformers import (
     TrainerCallback,
     TrainingArguments,
 )
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import rotate_checkpoints
 
 from ..models.architectures import STANDARD_LORA_TARGETS, ARCHITECTURES
 from ..config import TrainingSettings
-from ..errors import ConfigError, first_line
-
-def check_output_dir(output_dir: str, overwrite: bool, resume: bool) -> None:
-    """Refuse to write into a folder that already holds files, unless asked to overwrite or resume."""
-    path = Path(output_dir)
-    if path.exists() and not path.is_dir():
-        raise ConfigError("output_dir", output_dir, "a folder path, not a file")
-    if path.is_dir() and any(path.iterdir()) and not (overwrite or resume):
-        raise ConfigError(
-            "output_dir",
-            output_dir,
-            "a new or empty folder",
-            fix="set overwrite_output_dir true, pass --resume to continue its last checkpoint, or pick another folder",
-        )
-
-
-def resolve_checkpoint(output_dir: str, resume: str | bool | None) -> str | None:
-    """`--resume` alone means the last checkpoint in output_dir; a path means that checkpoint."""
-    if not resume:
-        return None
-    if isinstance(resume, str) and resume not in ("true", "True"):
-        if not Path(resume).is_dir():
-            raise ConfigError("resume", resume, "a checkpoint folder (output_dir/checkpoint-N)")
-        return resume
-    last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
-    if last is None:
-        raise ConfigError("resume", True, f"a checkpoint-N folder inside {output_dir}", fix="run without --resume")
-    return last
-
+from ..errors import ConfigError, TrainingInterrupted, first_line
+from ..models.adapters import quiet_renames
+from .checkpoints import checkpoints, publish, staging_folder
 
 def lora_targets(model: nn.Module, requested: list[str] | None) -> list[str]:
     """The requested LoRA targets, or the architecture's defaults, keeping only names the model has."""
@@ -77,7 +54,13 @@ def add_lora(decoder: PreTrainedModel, r: int, alpha: int, dropout: float, targe
         bias="none",
         task_type=None,
     )
-    return get_peft_model(decoder, config)
+    with quiet_renames():
+        return get_peft_model(decoder, config)
+
+
+def enable_checkpointing(decoder: PreTrainedModel) -> None:
+    """Recompute each layer's activations in the backward pass (non-reentrant: frozen embeddings need no hook)."""
+    decoder.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
 
 def trainable_parameters_line(model: nn.Module) -> str:
@@ -121,7 +104,7 @@ def build_training_arguments(config: TrainingSettings, **overrides: Any) -> Trai
         dataloader_pin_memory=torch.cuda.is_available(),
         label_names=["labels"],
         # The decoder enables checkpointing itself (non-reentrant, so frozen embeddings need no hook).
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
     )
     values.update(config.extra_training_args)
     values.update(overrides)
@@ -160,6 +143,39 @@ class AdapterTrainer(Trainer):
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)
 
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        """Write the checkpoint into a hidden staging folder, then rename it to checkpoint-N: a kill during the
+        write leaves no checkpoint-N that looks complete. Rotation (save_total_limit) runs after the rename."""
+        run_dir = Path(self._get_output_dir(trial=trial))
+        final = run_dir / f"checkpoint-{self.state.global_step}"
+        staging = staging_folder(final)
+        if self.args.should_save and staging.exists():
+            shutil.rmtree(staging)  # left by a run killed while writing this step
+        self._staging_root = staging
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging_root = None
+        self.accelerator.wait_for_everyone()  # every process has written its files (rng_state_R.pth)
+        if not self.args.should_save:
+            return
+        publish(staging / final.name, final)
+        staging.rmdir()
+        best = self.state.best_global_step
+        if best and (run_dir / f"checkpoint-{best}").is_dir():
+            self.state.best_model_checkpoint = str(run_dir / f"checkpoint-{best}")
+            written = final / "trainer_state.json"
+            self.state.save_to_json(str(written) + ".tmp")
+            os.replace(str(written) + ".tmp", written)
+        rotate_checkpoints(
+            output_dir=str(run_dir), save_total_limit=self.args.save_total_limit,
+            best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True,
+        )
+
+    def _get_output_dir(self, trial: Any) -> str:
+        staging = getattr(self, "_staging_root", None)
+        return str(staging) if staging is not None else super()._get_output_dir(trial)
+
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         (model or self.model).load_trained_weights(resume_from_checkpoint)
 
@@ -168,3 +184,57 @@ class AdapterTrainer(Trainer):
         for key in [k for k in output.metrics if k.endswith("_loss")]:
             output.metrics[key.removesuffix("_loss") + "_perplexity"] = math.exp(min(output.metrics[key], 50.0))
         return output
+
+
+def cap_sequence_length(config: Any, positions: int | None, log) -> Any:
+    """`config` with max_seq_length at most the model's position limit, saying so when it had to cut
+    (llm2vec's scripts do the same with the tokenizer's limit)."""
+    if positions is None or config.max_seq_length <= positions:
+        return config
+    log(f"warning: max_seq_length={config.max_seq_length} is more than the model's {positions} positions "
+        f"(max_position_embeddings); training with max_seq_length={positions}")
+    return replace(config, max_seq_length=positions)
+
+
+def train(trainer: Trainer, checkpoint: str | None) -> None:
+    """`trainer.train`, with Ctrl-C (or SIGTERM) turned into `TrainingInterrupted`: the step it stopped at and
+    the last complete checkpoint. A folder this run created and left without a checkpoint is removed."""
+    output_dir = Path(trainer.args.output_dir)
+    existed = output_dir.is_dir() and any(output_dir.iterdir())
+    try:
+        trainer.train(resume_from_checkpoint=checkpoint)
+    except KeyboardInterrupt:
+        _close_progress_bars(trainer)
+        saved = checkpoints(output_dir)
+        if not saved and not existed and output_dir.is_dir() and trainer.is_world_process_zero():
+            shutil.rmtree(output_dir, ignore_errors=True)
+        raise TrainingInterrupted(
+            trainer.state.global_step, trainer.state.max_steps, str(saved[0]) if saved else None
+        ) from None
+
+
+# Settings that name something a run reads: its output may be none of them, nor contain or lie inside one.
+INPUT_SETTINGS = ("model_name_or_path", "peft_model_name_or_path", "train_file", "validation_file", "dataset_path",
+                  "dataset_file_path", "eval_pairs_file")  # fmt: skip
+
+
+def input_paths(config: Any, plan: Any = None) -> dict[str, str | None]:
+    """Every input of a run by the setting it comes from, with what the model reference resolved to (`plan`)."""
+    paths = {name: getattr(config, name, None) for name in INPUT_SETTINGS}
+    if plan is None:
+        return paths
+    paths["model_name_or_path (its base weights)"] = plan.weights
+    paths["model_name_or_path (its tokenizer)"] = plan.tokenizer
+    for adapter in plan.adapters:
+        paths[f"adapter {adapter}"] = adapter
+    return paths
+
+
+def _close_progress_bars(trainer: Trainer) -> None:
+    """Close the Trainer's progress bars now, so they are not redrawn below the message that follows."""
+    for callback in trainer.callback_handler.callbacks:
+        for name in ("training_bar", "prediction_bar"):
+            bar = getattr(callback, name, None)
+            if bar is not None:
+                bar.close()
+                setattr(callback, name, None)

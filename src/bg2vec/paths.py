@@ -1,0 +1,104 @@
+"""Where a command may write: an output apart from every input, in a folder that can be created, and never over
+a folder that is not a bg2vec output. Every check runs before anything is read or written."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from .errors import ConfigError, first_line
+
+CORPUS_CACHE = "prepare"  # under default_cache_dir(): documents read by prepare, mntp and simcse, shared
+
+
+def default_cache_dir() -> Path:
+    """The cache root used when no `cache_dir` is given: `$BG2VEC_CACHE`, else `~/.cache/bg2vec`."""
+    return Path(os.environ.get("BG2VEC_CACHE") or Path.home() / ".cache" / "bg2vec").expanduser()
+
+
+# Files by which a folder is known as something bg2vec wrote (a finished run, or one with checkpoints).
+BG2VEC_OUTPUT_MARKERS = ("bg2vec_config.json", "prepare_summary.json", "trainer_state.json")
+
+
+def check_apart(output: str | Path, setting: str, inputs: Mapping[str, str | Path | None]) -> None:
+    """Refuse an output that is, contains or lies inside an input (a model, adapter, data or pairs file):
+    writing there would change that input. `inputs` maps each setting to its path (Hub ids are skipped)."""
+    target = Path(output).absolute().resolve()
+    for name, value in inputs.items():
+        if value is None or not Path(value).exists():
+            continue
+        source = Path(value).absolute().resolve()
+        if target == source:
+            relation = "is"
+        elif target in source.parents:
+            relation = "contains"
+        elif source in target.parents:
+            relation = "lies inside"
+        else:
+            continue
+        raise ConfigError(
+            setting, str(output), "a path apart from every input",
+            fix=f"it {relation} {name}={str(value)!r}, which writing there would change; pick another folder",
+        )
+
+
+def check_creatable(folder: str | Path, setting: str) -> None:
+    """Refuse a folder that cannot be created or written (a file in the way, no permission), before any work."""
+    path = Path(folder).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(setting, str(folder), "a folder path", fix=f"{existing} is a file")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".bg2vec-probe-"))
+    except OSError as exc:
+        raise ConfigError(setting, str(folder), "a folder this user can create and write in", fix=first_line(exc)) from None
+
+
+def is_bg2vec_output(folder: Path) -> bool:
+    """Whether `folder` holds a bg2vec result or a run's checkpoints (what overwriting may replace)."""
+    if any((folder / marker).is_file() for marker in BG2VEC_OUTPUT_MARKERS):
+        return True
+    return any((child / "trainer_state.json").is_file() for child in folder.glob("checkpoint-*"))
+
+
+TRAINING_OVERWRITE_HINT = "set overwrite_output_dir true, pass --resume to continue its last checkpoint, or pick another folder"
+
+
+def check_output_dir(
+    output_dir: str, overwrite: bool, resume: bool = False, setting: str = "output_dir",
+    how_to_overwrite: str = TRAINING_OVERWRITE_HINT,
+) -> None:
+    """Refuse a file, or a folder that already holds files unless asked to overwrite or resume; and never
+    overwrite a folder that bg2vec did not write."""
+    path = Path(output_dir)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(setting, output_dir, "a folder path, not a file")
+    check_creatable(path, setting)
+    if not path.is_dir() or not any(path.iterdir()):
+        return
+    if not (overwrite or resume):
+        raise ConfigError(
+            setting, output_dir, "a new or empty folder",
+            fix=how_to_overwrite,
+        )
+    if not is_bg2vec_output(path):
+        found = ", ".join(sorted(p.name for p in path.iterdir())[:5])
+        raise ConfigError(
+            setting, output_dir, "a new folder, or one that bg2vec wrote (it is never overwritten otherwise)",
+            fix=f"it holds {found}; pick another folder",
+        )
+
+
+def clear_output_dir(output_dir: str | Path) -> None:
+    """Empty a bg2vec output folder that a new run overwrites (old checkpoints would otherwise be resumed)."""
+    path = Path(output_dir)
+    if not path.is_dir() or not is_bg2vec_output(path):
+        return
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
