@@ -179,6 +179,42 @@ def _run_encode(args: argparse.Namespace, overrides: dict[str, str]) -> None:
     print(f"wrote {rows:,} embeddings ({encoder.settings.pooling_mode} pooling) to {args.output} in {seconds:.0f} s")
 
 
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", action="append", dest="models", default=[], metavar="REF",
+                        help="model to evaluate (repeat for several): Hub id, folder, .gguf or pypi: alias")
+    parser.add_argument("--adapter", help="PEFT adapter on top of the model (llm2vec's peft_model_name_or_path)")
+    parser.add_argument("--label", action="append", dest="labels", metavar="NAME", help="the model's name in the report (one per --model)")
+    parser.add_argument("--tasks", nargs="+", default=[], metavar="TASK", help="MTEB task names and local task folders (with task.json)")
+    parser.add_argument("--benchmark", help="a named task set: bulgarian")
+    parser.add_argument("--instructions", action="store_true", help="pair texts with each task's instruction (llm2vec's MTEB runs)")
+    parser.add_argument("--compare", nargs="+", default=[], metavar="RUN_DIR", help="earlier runs to put side by side (not recomputed)")
+    parser.add_argument("--output-dir", required=True, help="where evaluation.json, .md and .png go")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier report in --output-dir")
+    parser.add_argument("--batch-size", type=int, default=32, help="texts per forward pass [default: 32; halved on out-of-memory]")
+    parser.add_argument("--pooling-mode", help="override the saved pooling")
+    parser.add_argument("--max-length", type=int, help="override the saved max length")
+    parser.add_argument("--torch-dtype", default="auto", help="auto, float32, bfloat16 or float16 [default: auto]")
+    parser.add_argument("--cache-dir", help="result cache [default: ~/.cache/bg2vec/evaluate]")
+    parser.add_argument("--no-cache", action="store_true", help="compute every score again")
+
+
+def _run_evaluate(args: argparse.Namespace, overrides: dict[str, str]) -> None:
+    import dataclasses
+
+    from .config import EvaluateConfig
+    from .recipes.evaluate import run_evaluate
+
+    names = {f.name for f in dataclasses.fields(EvaluateConfig)}
+    config = EvaluateConfig(**{key: value for key, value in vars(args).items() if key in names})
+    started = time.time()
+    result = run_evaluate(config)
+    print()
+    print(result.table)
+    print()
+    print(f"saved evaluation.json, evaluation.md and evaluation.png to {result.output_dir}")
+    print(f"took {time.time() - started:.0f} s")
+
+
 @dataclass(frozen=True)
 class Command:
     """One subcommand: its help, how it adds arguments, and what runs it (given args and `--key value` extras)."""
@@ -203,6 +239,11 @@ COMMANDS: dict[str, Command] = {
         _run_prepare,
     ),
     "encode": Command("Embed the texts of a .txt/.jsonl file into a .npy/.parquet file, streaming.", add_encode_arguments, _run_encode),
+    "evaluate": Command(
+        "Score encoders on MTEB tasks and local task folders; a report (Markdown, PNG, JSON); earlier runs compared.",
+        add_evaluate_arguments,
+        _run_evaluate,
+    ),
 }
 
 

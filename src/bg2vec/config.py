@@ -81,6 +81,11 @@ class TrainingSettings:
     logging_steps: int = _help("Log the training loss every N steps.", 10)
     save_steps: int = _help("Write a resumable checkpoint every N steps.", 200)
     save_total_limit: int | None = _help("Keep at most N checkpoints (None keeps all).", None)
+    eval_tasks: list[str] | None = _help(
+        "Local task folders (see bg2vec evaluate) scored with the model being trained at every evaluation, next to "
+        "the loss: embedding quality as training goes.",
+        None,
+    )
     output_dir: str = _help("Where the run writes its results.", "")
     overwrite_output_dir: bool = _help("Allow writing into an output_dir that already holds files.", False)
     report_to: str | list[str] = _help("Experiment trackers (wandb, tensorboard, ...); none by default.", "none")
@@ -477,3 +482,42 @@ class PrepareConfig:
         for name in ("max_train_samples", "max_eval_samples", "num_proc"):
             if getattr(self, name) is not None:
                 _check_positive(name, getattr(self, name))
+
+
+@dataclass
+class EvaluateConfig:
+    """Evaluation (`bg2vec evaluate`): encoders scored on MTEB and local tasks, a report, and earlier runs compared."""
+
+    models: list[str] = _help("Model references (each evaluated in turn): Hub id, folder, .gguf, pypi: alias.", default_factory=list)
+    adapter: str | None = _help("A PEFT adapter on top of the (single) model, llm2vec's peft_model_name_or_path.", None)
+    labels: list[str] | None = _help("Names of the models in the report (default: the references).", None)
+    tasks: list[str] = _help("MTEB task names and local task folders (with task.json).", default_factory=list)
+    benchmark: str | None = _help("A named task set: bulgarian (MTEB's Bulgarian tasks and bul-eng bitext mining).", None)
+    instructions: bool = _help("Pair each text with its task's instruction, as llm2vec's MTEB runs do (off: texts alone).", False)
+    compare: list[str] = _help("Earlier run folders whose results join the report (nothing is recomputed).", default_factory=list)
+    output_dir: str = _help("Where the report goes: evaluation.json, evaluation.md, evaluation.png.", "")
+    overwrite: bool = _help("Replace an earlier report in output_dir.", False)
+    batch_size: int = _help("Texts per forward pass (halved after an out-of-memory error).", 32)
+    pooling_mode: str | None = _help("Pooling, overriding the saved one.", None)
+    max_length: int | None = _help("Tokens per input, overriding the saved one.", None)
+    torch_dtype: str = _help("auto, bfloat16, float16 or float32.", "auto")
+    cache_dir: str | None = _help("Result cache; None = ~/.cache/bg2vec/evaluate ($BG2VEC_CACHE).", None)
+    no_cache: bool = _help("Compute every score again (and do not store them).", False)
+
+    def __post_init__(self) -> None:
+        if not (self.models or self.compare):
+            raise ConfigError("--model", None, "at least one model (or --compare RUN_DIR ...)")
+        if self.models and not (self.tasks or self.benchmark):
+            raise ConfigError("--tasks", None, "task names or local task folders (or --benchmark bulgarian)")
+        if self.adapter and len(self.models) != 1:
+            raise ConfigError("--adapter", self.adapter, "one --model to put it on")
+        if self.labels is not None and len(self.labels) != len(self.models):
+            raise ConfigError("--labels", self.labels, f"one label per --model ({len(self.models)})")
+        if self.benchmark is not None:
+            _check_choice("benchmark", self.benchmark, ("bulgarian",))
+        _check_choice("torch_dtype", self.torch_dtype, TORCH_DTYPES)
+        _check_positive("batch_size", self.batch_size)
+        if self.pooling_mode is not None:
+            _check_choice("pooling_mode", self.pooling_mode, POOLING_MODES)
+        if not self.output_dir:
+            raise ConfigError("--output-dir", "", "a folder for the report")

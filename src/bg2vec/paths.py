@@ -20,7 +20,7 @@ def default_cache_dir() -> Path:
 
 
 # Files by which a folder is known as something bg2vec wrote (a finished run, or one with checkpoints).
-BG2VEC_OUTPUT_MARKERS = ("bg2vec_config.json", "prepare_summary.json", "trainer_state.json")
+BG2VEC_OUTPUT_MARKERS = ("bg2vec_config.json", "prepare_summary.json", "trainer_state.json", "evaluation.json")
 
 
 def check_apart(output: str | Path, setting: str, inputs: Mapping[str, str | Path | None]) -> None:

@@ -24,6 +24,9 @@ from .._version import __version__
 from ..encoding.encoder import Bg2Vec
 
 
+CHUNK_TEXTS = 4096  # texts tokenized and encoded at a time: memory for a chunk, plus the (N, H) embeddings
+
+
 def llm2vec_instruction(instruction: str) -> str:
     """MTEB's llm2vec convention: a non-empty instruction ends with ":" (a final "." is replaced)."""
     if instruction and not instruction.endswith(":"):
@@ -73,6 +76,7 @@ class Bg2VecMTEB(AbsEncoder):
         device: str | None = None,
         name: str | None = None,
         prompts_dict: dict[str, str] | None = None,
+        use_instructions: bool = True,
         **from_pretrained_kwargs: Any,
     ) -> None:
         if isinstance(model_name, Bg2Vec):
@@ -83,6 +87,8 @@ class Bg2VecMTEB(AbsEncoder):
             self.model = Bg2Vec.from_pretrained(model_name, **from_pretrained_kwargs)
         self.device = device
         self.prompts_dict = prompts_dict  # task name / task type / prompt type → instruction, as in MTEB
+        self.use_instructions = use_instructions  # False: every text alone (Bg2Vec's evaluation)
+        self.batch_size: int | None = None  # lowered for good after an out-of-memory error
         self.mteb_model_meta = mteb_model_meta(self.model, name=name, revision=revision)
 
     def encode(
@@ -95,12 +101,29 @@ class Bg2VecMTEB(AbsEncoder):
         prompt_type: Any = None,
         **kwargs: Any,
     ) -> np.ndarray:
-        """(N, H) embeddings of the texts of an MTEB DataLoader, each with the task's instruction."""
-        instruction = llm2vec_instruction(self.get_instruction(task_metadata, prompt_type))
-        texts = [text for batch in inputs for text in batch["text"]]
-        return self.model.encode(
-            [[instruction, text] for text in texts],
-            batch_size=kwargs.get("batch_size", 32),
-            show_progress_bar=kwargs.get("show_progress_bar", False),
-            device=self.device,
-        )
+        """(N, H) embeddings of the texts of an MTEB DataLoader, each with the task's instruction (unless
+        `use_instructions` is off), encoded a chunk of batches at a time; an out-of-memory error halves the
+        batch size and retries, so big tasks fit whatever batch size was asked for."""
+        instruction = llm2vec_instruction(self.get_instruction(task_metadata, prompt_type)) if self.use_instructions else ""
+        self.batch_size = self.batch_size or kwargs.get("batch_size", 32)
+        pieces, chunk = [], []
+        for batch in inputs:
+            chunk += [[instruction, text] if instruction else text for text in batch["text"]]
+            if len(chunk) >= CHUNK_TEXTS:
+                pieces.append(self._encode_adapting(chunk))
+                chunk = []
+        if chunk or not pieces:
+            pieces.append(self._encode_adapting(chunk))
+        return np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+
+    def _encode_adapting(self, sentences: list[Any]) -> np.ndarray:
+        import torch
+
+        while True:
+            try:
+                return self.model.encode(sentences, batch_size=self.batch_size, show_progress_bar=False, device=self.device)
+            except torch.cuda.OutOfMemoryError:
+                if self.batch_size == 1:
+                    raise
+                torch.cuda.empty_cache()
+                self.batch_size = max(1, self.batch_size // 2)

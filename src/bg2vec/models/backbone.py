@@ -8,6 +8,8 @@ model. MNTP training (with the LM head), SimCSE training and the encoder all loa
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -42,9 +44,10 @@ def load_model(
     weights = plan.weights
     try:
         config = AutoConfig.from_pretrained(weights, **_config_kwargs(model_kwargs))
-        model = auto_class.from_pretrained(
-            weights, config=config, dtype=_dtype(torch_dtype), attn_implementation=attn_implementation, **model_kwargs
-        )
+        with _lm_head_expected(auto_class, config, with_lm_head):
+            model = auto_class.from_pretrained(
+                weights, config=config, dtype=_dtype(torch_dtype), attn_implementation=attn_implementation, **model_kwargs
+            )
     except TypeError as exc:  # an unknown keyword reaches the model's __init__
         raise ConfigError(
             "model_kwargs", sorted(model_kwargs), "keyword arguments transformers' from_pretrained accepts", fix=str(exc)
@@ -125,6 +128,30 @@ def _apply_adapter(decoder: nn.Module, adapter: str, plan: ModelPlan) -> nn.Modu
             f"an adapter for {plan.base_reference or plan.weights!r}",
             fix=f"PEFT could not apply it: {first_line(exc)[:200]}",
         ) from None
+
+
+@contextmanager
+def _lm_head_expected(auto_class: type, config: Any, with_lm_head: bool) -> Iterator[None]:
+    """Loading the bare decoder from a causal LM's weights leaves its `lm_head.*` unused, as it should: say so to
+    transformers, so it prints no load report for them (any other unexpected or missing key is still reported)."""
+    model_class = auto_class._model_mapping.get(type(config), None) if not with_lm_head else None
+    if model_class is None:
+        yield
+        return
+    saved = model_class.__dict__.get("_keys_to_ignore_on_load_unexpected", _UNSET)
+    model_class._keys_to_ignore_on_load_unexpected = set(model_class._keys_to_ignore_on_load_unexpected or ()) | {
+        r"^lm_head\."
+    }
+    try:
+        yield
+    finally:
+        if saved is _UNSET:
+            del model_class._keys_to_ignore_on_load_unexpected
+        else:
+            model_class._keys_to_ignore_on_load_unexpected = saved
+
+
+_UNSET = object()
 
 
 def _config_kwargs(model_kwargs: dict[str, Any]) -> dict[str, Any]:

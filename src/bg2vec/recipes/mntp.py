@@ -37,6 +37,8 @@ from .trainer import (
     cap_sequence_length,
     enable_checkpointing,
     input_paths,
+    task_columns,
+    task_scorer,
     train,
     trainable_parameters_line,
 )
@@ -151,6 +153,7 @@ def run_mntp(config: MNTPConfig, resume: str | bool | None = None, log=print) ->
         compute_metrics=accuracy_metric if do_eval else None,
         callbacks=callbacks,
         save_kwargs={"train_lm_head": config.train_lm_head},
+        task_scorer=task_scorer(config, tokenizer) if do_eval else None,
     )
     if config.overwrite_output_dir and checkpoint is None:
         clear_output_dir(config.output_dir)  # every input checked: the earlier run's files (and checkpoints) go
@@ -160,13 +163,14 @@ def run_mntp(config: MNTPConfig, resume: str | bool | None = None, log=print) ->
 
     trainer.save_model(config.output_dir)
     history = trainer.state.log_history
-    rows = eval_rows(history, TABLE_COLUMNS)
+    columns = {**TABLE_COLUMNS, **task_columns(config)}
+    rows = eval_rows(history, columns)
     if trainer.is_world_process_zero():
         description = _save_run_description(model, mask, config)
         data = config.dataset_path or config.train_file or config.dataset_name
         write_model_card(config.output_dir, description, format_table(rows), data, trainer.state.global_step)
         write_metrics(config.output_dir, history, rows, final)
-        plot_curves(history, Path(config.output_dir) / PLOT_FILE, "Bi-MNTP", "eval_accuracy" if do_eval else None)
+        plot_curves(history, Path(config.output_dir) / PLOT_FILE, "Bi-MNTP", list(columns.values()) if do_eval else None)
     return MNTPResult(config.output_dir, rows, final, format_table(rows), model)
 
 

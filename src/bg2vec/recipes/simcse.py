@@ -39,6 +39,8 @@ from .trainer import (
     cap_sequence_length,
     enable_checkpointing,
     input_paths,
+    task_columns,
+    task_scorer,
     train,
     trainable_parameters_line,
 )
@@ -132,6 +134,7 @@ def run_simcse(config: SimCSEConfig, resume: str | bool | None = None, log=print
         loss_scale=config.loss_scale,
         mini_batch_size=config.mini_batch_size,
         pairs=(pairs.first, pairs.second, pairs.scores) if pairs is not None else None,
+        task_scorer=task_scorer(config, tokenizer, config.pooling_mode) if do_eval else None,
     )
     if config.overwrite_output_dir and checkpoint is None:
         clear_output_dir(config.output_dir)  # every input checked: the earlier run's files (and checkpoints) go
@@ -146,7 +149,7 @@ def run_simcse(config: SimCSEConfig, resume: str | bool | None = None, log=print
 
     trainer.save_model(config.output_dir)
     history = trainer.state.log_history
-    columns = {**TABLE_COLUMNS, **({"Spearman": "eval_spearman"} if pairs else {})}
+    columns = {**TABLE_COLUMNS, **({"Spearman": "eval_spearman"} if pairs else {}), **task_columns(config)}
     rows = eval_rows(history, columns)
     if trainer.is_world_process_zero():
         description = _save_run_description(config)

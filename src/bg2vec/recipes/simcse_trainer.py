@@ -103,4 +103,5 @@ class SimCSETrainer(AdapterTrainer):
             self.pair_cosines[self.state.global_step] = cosines
             figures["spearman"] = spearman(torch.tensor(cosines), torch.tensor(scores))
         metrics = {f"{metric_key_prefix}_{name}": value for name, value in figures.items()}
+        metrics.update(self.task_metrics(metric_key_prefix))
         return EvalLoopOutput(predictions=None, label_ids=None, metrics=metrics, num_samples=plain.shape[0])

@@ -130,9 +130,19 @@ class AdapterTrainer(Trainer):
     """A Trainer whose model saves only what it trains (`model.save_pretrained(dir, **save_kwargs)`) and
     reloads it on resume (`model.load_trained_weights(dir)`); evaluation also reports perplexity."""
 
-    def __init__(self, *args: Any, save_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, save_kwargs: dict[str, Any] | None = None, task_scorer: Any = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.save_kwargs = save_kwargs or {}
+        self.task_scorer = task_scorer  # decoder -> {task: main score}, at every evaluation (eval_tasks)
+
+    def task_metrics(self, prefix: str) -> dict[str, float]:
+        """The eval_tasks' main scores for the model as it is now, as `{prefix}_{task}` metrics."""
+        if self.task_scorer is None:
+            return {}
+        scores = self.task_scorer(self.accelerator.unwrap_model(self.model).decoder)
+        return {f"{prefix}_{name}": value for name, value in scores.items()}
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         output_dir = output_dir or self.args.output_dir
@@ -179,10 +189,13 @@ class AdapterTrainer(Trainer):
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         (model or self.model).load_trained_weights(resume_from_checkpoint)
 
-    def evaluation_loop(self, *args: Any, **kwargs: Any):
-        output = super().evaluation_loop(*args, **kwargs)
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
         for key in [k for k in output.metrics if k.endswith("_loss")]:
             output.metrics[key.removesuffix("_loss") + "_perplexity"] = math.exp(min(output.metrics[key], 50.0))
+        output.metrics.update(self.task_metrics(metric_key_prefix))
         return output
 
 
@@ -238,3 +251,36 @@ def _close_progress_bars(trainer: Trainer) -> None:
             if bar is not None:
                 bar.close()
                 setattr(callback, name, None)
+
+
+def task_columns(config: Any) -> dict[str, str]:
+    """Run-table columns for the eval_tasks: task name -> its metric key."""
+    from ..evaluation.local_tasks import load_local_task
+
+    names = [load_local_task(folder, setting="eval_tasks").name for folder in config.eval_tasks or []]
+    return {name: f"eval_{name}" for name in names}
+
+
+def task_scorer(config: Any, tokenizer: Any, pooling_mode: str = "mean") -> Any:
+    """For `eval_tasks`: a function from the decoder being trained to each task's main score, computed with the
+    encoder that the run's output will load (bidirectional, `pooling_mode`, texts alone), or None."""
+    if not config.eval_tasks:
+        return None
+    import copy
+
+    from ..encoding.encoder import Bg2Vec, EncoderSettings
+    from ..evaluation.local_tasks import load_local_task
+    from ..evaluation.mteb_model import Bg2VecMTEB
+    from ..evaluation.runner import score_task
+
+    tasks = [load_local_task(folder, setting="eval_tasks") for folder in config.eval_tasks]
+    encoder_tokenizer = copy.deepcopy(tokenizer)  # the encoder pads on the left; training keeps its own
+
+    def score(decoder: nn.Module) -> dict[str, float]:
+        was_training = decoder.training
+        encoder = Bg2VecMTEB(Bg2Vec(decoder, encoder_tokenizer, EncoderSettings(pooling_mode=pooling_mode)), use_instructions=False)
+        scores = {task.name: score_task(encoder, task, config.per_device_eval_batch_size).main_score for task in tasks}
+        decoder.train(was_training)
+        return scores
+
+    return score

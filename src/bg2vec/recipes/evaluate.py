@@ -1,0 +1,58 @@
+"""The evaluation recipe (`bg2vec evaluate`): resolve the tasks, score each model (from the cache where it
+can), write the report. Reads top to bottom.
+
+1. check the output folder (apart from every model and task folder) and the tasks (MTEB names or local folders);
+2. for each model: its cache key (files + settings); a model is loaded only if a task is missing from the cache;
+3. write evaluation.json / .md / .png with these runs and any earlier ones (`--compare`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+from ..config import EvaluateConfig
+from ..evaluation.mteb_model import Bg2VecMTEB
+from ..evaluation.report import read_runs, write_report
+from ..evaluation.runner import ResultCache, evaluate_tasks, model_key, resolve_tasks
+from ..models.layouts import resolve_model
+from ..paths import check_apart, check_output_dir
+
+
+@dataclass
+class EvaluateResult:
+    output_dir: str
+    runs: list[dict[str, Any]]
+    table: str
+
+
+def run_evaluate(config: EvaluateConfig, log: Callable[[str], None] = print) -> EvaluateResult:
+    """Score `config.models` on `config.tasks` and write the report (see the module docstring)."""
+    inputs = {f"--model {m}": m for m in config.models} | {"--adapter": config.adapter}
+    inputs |= {f"--tasks {t}": t for t in config.tasks} | {f"--compare {c}": c for c in config.compare}
+    check_apart(config.output_dir, "--output-dir", inputs)
+    check_output_dir(config.output_dir, config.overwrite, setting="--output-dir",
+                     how_to_overwrite="pass --overwrite to replace the earlier report, or pick another folder")
+    earlier = read_runs(config.compare)
+    tasks = resolve_tasks(config.tasks, config.benchmark) if config.models else []
+    cache = None if config.no_cache else ResultCache(config.cache_dir)
+
+    runs = []
+    for number, reference in enumerate(config.models):
+        plan = resolve_model(reference, config.adapter)
+        overrides = {"pooling_mode": config.pooling_mode, "max_length": config.max_length}
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        settings = {**plan.settings, **overrides, "torch_dtype": config.torch_dtype, "instructions": config.instructions}
+        log(f"model {reference}" + (f" + {config.adapter}" if config.adapter else ""))
+        load = lambda reference=reference: Bg2VecMTEB(  # noqa: E731
+            reference, peft_model_name_or_path=config.adapter, torch_dtype=config.torch_dtype,
+            use_instructions=config.instructions, **overrides,
+        )
+        scores = evaluate_tasks(load, tasks, cache, model_key(plan, settings), config.batch_size, log=log)
+        runs.append({
+            "model": reference, "adapter": config.adapter,
+            "label": config.labels[number] if config.labels else None, "settings": settings,
+            "tasks": [{k: v for k, v in asdict(score).items() if k != "cached"} for score in scores],
+        })
+    table = write_report(config.output_dir, earlier + runs)
+    return EvaluateResult(config.output_dir, earlier + runs, table)
