@@ -187,6 +187,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", nargs="+", default=[], metavar="TASK", help="MTEB task names and local task folders (with task.json)")
     parser.add_argument("--benchmark", help="a named task set: bulgarian")
     parser.add_argument("--instructions", action="store_true", help="pair texts with each task's instruction (llm2vec's MTEB runs)")
+    parser.add_argument("--causal", action="store_true", help="keep causal attention (a raw decoder as trained)")
     parser.add_argument("--compare", nargs="+", default=[], metavar="RUN_DIR", help="earlier runs to put side by side (not recomputed)")
     parser.add_argument("--output-dir", required=True, help="where evaluation.json, .md and .png go")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier report in --output-dir")

@@ -494,6 +494,7 @@ class EvaluateConfig:
     tasks: list[str] = _help("MTEB task names and local task folders (with task.json).", default_factory=list)
     benchmark: str | None = _help("A named task set: bulgarian (MTEB's Bulgarian tasks and bul-eng bitext mining).", None)
     instructions: bool = _help("Pair each text with its task's instruction, as llm2vec's MTEB runs do (off: texts alone).", False)
+    causal: bool = _help("Keep causal attention (a raw decoder as it was trained); default: as saved, else bidirectional.", False)
     compare: list[str] = _help("Earlier run folders whose results join the report (nothing is recomputed).", default_factory=list)
     output_dir: str = _help("Where the report goes: evaluation.json, evaluation.md, evaluation.png.", "")
     overwrite: bool = _help("Replace an earlier report in output_dir.", False)

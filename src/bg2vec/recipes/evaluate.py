@@ -43,10 +43,12 @@ def run_evaluate(config: EvaluateConfig, log: Callable[[str], None] = print) -> 
         overrides = {"pooling_mode": config.pooling_mode, "max_length": config.max_length}
         overrides = {k: v for k, v in overrides.items() if v is not None}
         settings = {**plan.settings, **overrides, "torch_dtype": config.torch_dtype, "instructions": config.instructions}
+        if config.causal:
+            settings["bidirectional"] = False
         log(f"model {reference}" + (f" + {config.adapter}" if config.adapter else ""))
         load = lambda reference=reference: Bg2VecMTEB(  # noqa: E731
             reference, peft_model_name_or_path=config.adapter, torch_dtype=config.torch_dtype,
-            use_instructions=config.instructions, **overrides,
+            use_instructions=config.instructions, enable_bidirectional=False if config.causal else None, **overrides,
         )
         scores = evaluate_tasks(load, tasks, cache, model_key(plan, settings), config.batch_size, log=log)
         runs.append({
