@@ -82,3 +82,39 @@ def test_model_predictions_in_eval_mode(tiny_model_dirs):
     assert out["predictions"][0, 2] == full[0, 2].argmax()
     assert (out["predictions"][labels[:, 1:] == IGNORE_INDEX] == IGNORE_INDEX).all()
     assert math.isfinite(out["loss"].item())
+
+
+@pytest.mark.parametrize("softcap, train_head", [(None, False), (30.0, True)])
+def test_chunked_loss_equals_the_gathered_loss_in_value_and_gradients(softcap, train_head):
+    """Chunks of 7 positions (logits recomputed in backward) give the loss and the gradients (w.r.t. the decoder
+    output and a trained LM head) of computing every labelled position's logits at once."""
+    from bg2vec.objectives.mntp import chunked_mntp_loss
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 50, bias=False).requires_grad_(train_head)
+    hidden = torch.randn(3, 12, 16, requires_grad=True)
+    labels = torch.where(torch.rand(3, 12) < 0.8, torch.randint(50, (3, 12)), torch.full((3, 12), IGNORE_INDEX))
+
+    reference = mntp_loss(*mntp_logits_at_labels(hidden, labels, head, softcap))
+    expected = torch.autograd.grad(reference, [hidden] + ([head.weight] if train_head else []))
+    chunked, _ = chunked_mntp_loss(hidden, labels, head, softcap, chunk_rows=7)
+    got = torch.autograd.grad(chunked, [hidden] + ([head.weight] if train_head else []))
+    assert torch.allclose(chunked, reference, atol=1e-6)
+    for a, b in zip(got, expected):
+        assert torch.allclose(a, b, atol=1e-6)
+
+    with torch.no_grad():
+        loss, predictions = chunked_mntp_loss(hidden, labels, head, softcap, chunk_rows=5, with_predictions=True)
+        logits, targets = mntp_logits_at_labels(hidden, labels, head, softcap)
+    assert torch.allclose(loss, reference, atol=1e-6)
+    assert torch.equal(predictions[labels[:, 1:] != IGNORE_INDEX], logits.argmax(dim=-1))
+    assert (predictions[labels[:, 1:] == IGNORE_INDEX] == IGNORE_INDEX).all()
+
+
+def test_chunked_loss_without_labels_is_zero_with_a_graph():
+    from bg2vec.objectives.mntp import chunked_mntp_loss
+
+    hidden = torch.randn(1, 3, 4, requires_grad=True)
+    loss, _ = chunked_mntp_loss(hidden, torch.full((1, 3), IGNORE_INDEX), torch.nn.Linear(4, 5))
+    loss.backward()
+    assert loss.item() == 0.0 and hidden.grad is not None

@@ -2,12 +2,15 @@
 
 Tokens are masked as in MLM, but a decoder's output at position i was trained to predict token i+1, so the
 masked token at position i is predicted from the output at position **i-1**. llm2vec gets this shift
-implicitly from the causal-LM loss; here it is written out, and the LM head runs only at the positions
-that carry a label (with vocabularies of 38k-262k entries, full-sequence logits dominate memory).
+implicitly from the causal-LM loss; here it is written out. Training computes the loss a chunk of positions
+at a time and recomputes each chunk's logits in the backward pass (`chunked_mntp_loss`), so at most one chunk of
+logits is ever alive, whatever the masking rate (with vocabularies of 38k-262k entries, full-sequence logits
+would dominate memory); nothing in it waits on the device (no `.item()`, no data-dependent shapes).
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +18,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .masking import IGNORE_INDEX
 
 LM_HEAD_FILE = "lm_head.safetensors"
+CHUNK_ROWS = 256  # positions whose logits exist at once: 256 x 38k float32 = 39 MB (full 32 x 512: 2.5 GB)
 
 
 def shift_for_next_token(hidden_states: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,6 +56,50 @@ def mntp_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     if targets.numel() == 0:
         return logits.sum() * 0.0
     return F.cross_entropy(logits, targets)
+
+
+def chunked_mntp_loss(
+    hidden_states: torch.Tensor,
+    labels: torch.Tensor,
+    lm_head: nn.Module,
+    softcap: float | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+    with_predictions: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The MNTP loss (mean cross-entropy over labelled positions, i-1 shift), `chunk_rows` positions at a time.
+
+    hidden_states (B, T, H), labels (B, T) → the loss, and with `with_predictions` the argmax ids (B, T-1)
+    (-100 where unlabelled). With gradients on, each chunk's logits are recomputed in the backward pass
+    (activation checkpointing), so memory holds one chunk of logits, not (B, T, V). Equal to
+    `mntp_loss(*mntp_logits_at_labels(...))` in value and gradients (tested).
+    """
+    predictors, targets = shift_for_next_token(hidden_states, labels)  # (B, T-1, H), (B, T-1)
+    rows = predictors.reshape(-1, predictors.shape[-1])  # (B(T-1), H)
+    ids = targets.reshape(-1)  # (B(T-1),)
+    chunk_loss = partial(_chunk_cross_entropy, lm_head=lm_head, softcap=softcap)
+    recompute = torch.is_grad_enabled() and not with_predictions
+    total = rows.new_zeros((), dtype=torch.float32)
+    predicted = []
+    for start in range(0, rows.shape[0], chunk_rows):
+        chunk, chunk_ids = rows[start : start + chunk_rows], ids[start : start + chunk_rows]  # (C, H), (C,)
+        if recompute:
+            total = total + checkpoint(chunk_loss, chunk, chunk_ids, use_reentrant=False)
+        else:
+            logits = lm_logits(lm_head, chunk, softcap)  # (C, V)
+            total = total + F.cross_entropy(logits, chunk_ids, ignore_index=IGNORE_INDEX, reduction="sum")
+            if with_predictions:
+                predicted.append(torch.where(chunk_ids != IGNORE_INDEX, logits.argmax(dim=-1), IGNORE_INDEX))
+    count = (ids != IGNORE_INDEX).sum()  # on the device: no host sync
+    loss = total / count.clamp(min=1)
+    predictions = torch.cat(predicted).reshape(targets.shape) if with_predictions else None  # (B, T-1)
+    return loss, predictions
+
+
+def _chunk_cross_entropy(
+    chunk: torch.Tensor, chunk_ids: torch.Tensor, lm_head: nn.Module, softcap: float | None
+) -> torch.Tensor:
+    """Summed cross-entropy of one chunk (C, H) against its ids (C,), -100 ignored."""
+    return F.cross_entropy(lm_logits(lm_head, chunk, softcap), chunk_ids, ignore_index=IGNORE_INDEX, reduction="sum")
 
 
 def masked_token_accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
@@ -89,11 +138,11 @@ class MNTPModel(nn.Module):
         hidden = self.decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state  # (B, T, H)
         if labels is None:
             return {"last_hidden_state": hidden}
-        logits, targets = mntp_logits_at_labels(hidden, labels, self.lm_head, self.logit_softcap)  # (N, V), (N,)
-        output = {"loss": mntp_loss(logits, targets)}
-        if not self.training:
-            predictions = torch.full_like(labels[:, 1:], IGNORE_INDEX)  # (B, T-1)
-            predictions[labels[:, 1:] != IGNORE_INDEX] = logits.argmax(dim=-1)
+        loss, predictions = chunked_mntp_loss(
+            hidden, labels, self.lm_head, self.logit_softcap, with_predictions=not self.training
+        )  # (), (B, T-1) in eval mode
+        output = {"loss": loss}
+        if predictions is not None:
             output["predictions"] = predictions
         return output
 
