@@ -1,5 +1,5 @@
 """Peak memory and step time of the MNTP loss: full-sequence logits (the reference), logits gathered at the
-labelled positions, and bg2vec's chunked loss (256 positions at a time, logits recomputed in backward).
+labelled positions, and bg2vec's chunked loss (256 positions at a time, each chunk's gradients taken right after its logits).
 
 The reference is what a causal-LM head does (transformers' ForCausalLM, llm2vec's run_mntp): logits for every
 position, upcast to float32, shifted, cross-entropy with -100 ignored. "gathered" selects the positions that

@@ -86,8 +86,8 @@ def test_model_predictions_in_eval_mode(tiny_model_dirs):
 
 @pytest.mark.parametrize("softcap, train_head", [(None, False), (30.0, True)])
 def test_chunked_loss_equals_the_gathered_loss_in_value_and_gradients(softcap, train_head):
-    """Chunks of 7 positions (logits recomputed in backward) give the loss and the gradients (w.r.t. the decoder
-    output and a trained LM head) of computing every labelled position's logits at once."""
+    """Chunks of 7 positions (gradients taken chunk by chunk in the forward pass) give the loss and the gradients
+    (w.r.t. the decoder output and a trained LM head) of computing every labelled position's logits at once."""
     from bg2vec.objectives.mntp import chunked_mntp_loss
 
     torch.manual_seed(0)
@@ -115,6 +115,6 @@ def test_chunked_loss_without_labels_is_zero_with_a_graph():
     from bg2vec.objectives.mntp import chunked_mntp_loss
 
     hidden = torch.randn(1, 3, 4, requires_grad=True)
-    loss, _ = chunked_mntp_loss(hidden, torch.full((1, 3), IGNORE_INDEX), torch.nn.Linear(4, 5))
+    loss, _ = chunked_mntp_loss(hidden, torch.full((1, 3), IGNORE_INDEX), torch.nn.Linear(4, 5, bias=False))
     loss.backward()
     assert loss.item() == 0.0 and hidden.grad is not None

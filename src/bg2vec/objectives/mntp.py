@@ -3,14 +3,13 @@
 Tokens are masked as in MLM, but a decoder's output at position i was trained to predict token i+1, so the
 masked token at position i is predicted from the output at position **i-1**. llm2vec gets this shift
 implicitly from the causal-LM loss; here it is written out. Training computes the loss a chunk of positions
-at a time and recomputes each chunk's logits in the backward pass (`chunked_mntp_loss`), so at most one chunk of
-logits is ever alive, whatever the masking rate (with vocabularies of 38k-262k entries, full-sequence logits
-would dominate memory); nothing in it waits on the device (no `.item()`, no data-dependent shapes).
+at a time with each chunk's gradients taken right after its logits (`chunked_mntp_loss`, a fused linear
+cross-entropy), so at most one chunk of logits is ever alive, whatever the masking rate (with vocabularies of
+38k-262k entries, full-sequence logits would dominate memory); nothing in it waits on the device.
 """
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from .masking import IGNORE_INDEX
 
@@ -69,37 +67,75 @@ def chunked_mntp_loss(
     """The MNTP loss (mean cross-entropy over labelled positions, i-1 shift), `chunk_rows` positions at a time.
 
     hidden_states (B, T, H), labels (B, T) → the loss, and with `with_predictions` the argmax ids (B, T-1)
-    (-100 where unlabelled). With gradients on, each chunk's logits are recomputed in the backward pass
-    (activation checkpointing), so memory holds one chunk of logits, not (B, T, V). Equal to
-    `mntp_loss(*mntp_logits_at_labels(...))` in value and gradients (tested).
+    (-100 where unlabelled). With gradients on, each chunk's gradients are computed in the forward pass, right
+    after its logits (a fused linear cross-entropy), so memory holds one chunk of logits, never (B, T, V), and
+    the logits are computed once. Equal to `mntp_loss(*mntp_logits_at_labels(...))` in value and gradients
+    (tested); every position is run, so no shape depends on the data and nothing waits on the device.
     """
     predictors, targets = shift_for_next_token(hidden_states, labels)  # (B, T-1, H), (B, T-1)
-    rows = predictors.reshape(-1, predictors.shape[-1])  # (B(T-1), H)
-    ids = targets.reshape(-1)  # (B(T-1),)
-    chunk_loss = partial(_chunk_cross_entropy, lm_head=lm_head, softcap=softcap)
-    recompute = torch.is_grad_enabled() and not with_predictions
-    total = rows.new_zeros((), dtype=torch.float32)
-    predicted = []
-    for start in range(0, rows.shape[0], chunk_rows):
-        chunk, chunk_ids = rows[start : start + chunk_rows], ids[start : start + chunk_rows]  # (C, H), (C,)
-        if recompute:
-            total = total + checkpoint(chunk_loss, chunk, chunk_ids, use_reentrant=False)
-        else:
+    rows = predictors.reshape(-1, predictors.shape[-1])  # (N, H), N = B(T-1)
+    ids = targets.reshape(-1)  # (N,)
+    weight = lm_head.weight  # (V, H)
+    if getattr(lm_head, "bias", None) is not None:
+        raise ValueError("chunked_mntp_loss expects an LM head without bias (every supported decoder's)")
+    if torch.is_grad_enabled() and (rows.requires_grad or weight.requires_grad) and not with_predictions:
+        return _FusedLinearCrossEntropy.apply(rows, weight, ids, softcap, chunk_rows), None
+    with torch.no_grad() if not torch.is_grad_enabled() else torch.enable_grad():
+        total = rows.new_zeros((), dtype=torch.float32)
+        predicted = []
+        for start in range(0, rows.shape[0], chunk_rows):
+            chunk, chunk_ids = rows[start : start + chunk_rows], ids[start : start + chunk_rows]  # (C, H), (C,)
             logits = lm_logits(lm_head, chunk, softcap)  # (C, V)
             total = total + F.cross_entropy(logits, chunk_ids, ignore_index=IGNORE_INDEX, reduction="sum")
             if with_predictions:
                 predicted.append(torch.where(chunk_ids != IGNORE_INDEX, logits.argmax(dim=-1), IGNORE_INDEX))
-    count = (ids != IGNORE_INDEX).sum()  # on the device: no host sync
-    loss = total / count.clamp(min=1)
+        loss = total / (ids != IGNORE_INDEX).sum().clamp(min=1)  # the count stays on the device
     predictions = torch.cat(predicted).reshape(targets.shape) if with_predictions else None  # (B, T-1)
     return loss, predictions
 
 
-def _chunk_cross_entropy(
-    chunk: torch.Tensor, chunk_ids: torch.Tensor, lm_head: nn.Module, softcap: float | None
-) -> torch.Tensor:
-    """Summed cross-entropy of one chunk (C, H) against its ids (C,), -100 ignored."""
-    return F.cross_entropy(lm_logits(lm_head, chunk, softcap), chunk_ids, ignore_index=IGNORE_INDEX, reduction="sum")
+class _FusedLinearCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of `rows @ weight.T` (softcapped) against `ids`, -100 ignored, chunk by chunk; the
+    gradients w.r.t. rows and weight are computed in the forward pass and scaled by the incoming gradient in
+    the backward pass. Logits are float32, as `lm_logits` makes them."""
+
+    @staticmethod
+    def forward(ctx, rows, weight, ids, softcap, chunk_rows):  # rows (N, H), weight (V, H), ids (N,)
+        count = (ids != IGNORE_INDEX).sum().clamp(min=1)  # () on the device
+        grad_rows = torch.zeros_like(rows) if rows.requires_grad else None  # (N, H)
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if weight.requires_grad else None  # (V, H)
+        total = rows.new_zeros((), dtype=torch.float32)
+        for start in range(0, rows.shape[0], chunk_rows):
+            chunk, chunk_ids = rows[start : start + chunk_rows], ids[start : start + chunk_rows]  # (C, H), (C,)
+            raw = (chunk @ weight.T).float()  # (C, V)
+            logits = torch.tanh(raw / softcap) * softcap if softcap else raw
+            valid = chunk_ids != IGNORE_INDEX  # (C,)
+            safe_ids = chunk_ids.clamp(min=0)
+            log_norm = torch.logsumexp(logits, dim=-1)  # (C,)
+            picked = logits.gather(1, safe_ids[:, None])[:, 0]  # (C,)
+            total = total + ((log_norm - picked) * valid).sum()
+            grad = torch.softmax(logits, dim=-1)  # (C, V): d(sum CE)/d logits = softmax - one-hot, on valid rows
+            grad.scatter_add_(1, safe_ids[:, None], -torch.ones_like(picked)[:, None])
+            grad *= valid[:, None]
+            if softcap:
+                grad *= 1 - (logits / softcap) ** 2  # d tanh(x/c)*c / dx
+            if grad_rows is not None:
+                grad_rows[start : start + chunk_rows] = (grad.to(weight.dtype) @ weight).to(rows.dtype)
+            if grad_weight is not None:
+                grad_weight += grad.T @ chunk.float()
+        ctx.save_for_backward(grad_rows, grad_weight, count)
+        ctx.weight_dtype = weight.dtype
+        return total / count
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad_rows, grad_weight, count = ctx.saved_tensors
+        scale = grad_output / count
+        return (
+            grad_rows * scale.to(grad_rows.dtype) if grad_rows is not None else None,
+            (grad_weight * scale).to(ctx.weight_dtype) if grad_weight is not None else None,
+            None, None, None,
+        )
 
 
 def masked_token_accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
