@@ -135,50 +135,60 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from bg2vec import Bg2Vec
-
     torch.set_num_threads(args.threads)
     texts = sentences(args.n)
     with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        folder = model_folder(args.model, workdir)
-        python = ensure_llm2vec_venv(args.venv)
+        folder = model_folder(args.model, Path(tmp))
+        result = compare_encode(folder, texts, args.batch_size, args.threads, args.repeats, args.pooling_mode, args.venv)
+    ours, theirs = result.pop("ours"), result.pop("theirs")
+    difference = np.abs(ours - theirs)
+    cosine = (ours * theirs).sum(1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1))
+    print(f"model: {args.model} | {len(texts):,} sentences, {result['tokens']:,} tokens | pooling {args.pooling_mode} | "
+          f"batch {args.batch_size} | {args.threads} threads each side | median of {args.repeats} | torch {torch.__version__}")
+    print(f"bg2vec : {len(texts) / result['bg2vec_seconds']:8.1f} sentences/s ({result['bg2vec_seconds']:.1f} s)")
+    print(f"llm2vec: {len(texts) / result['llm2vec_seconds']:8.1f} sentences/s ({result['llm2vec_seconds']:.1f} s)")
+    print(f"speed ratio bg2vec / llm2vec: {result['llm2vec_seconds'] / result['bg2vec_seconds']:.2f}x")
+    print(f"positions run incl. padding: bg2vec {result['padded']['bg2vec']:,} (sorted by tokens), "
+          f"llm2vec {result['padded']['llm2vec']:,} (sorted by characters)")
+    print(f"embeddings: max abs difference {difference.max():.2e} (largest |value| {np.abs(theirs).max():.2f}), "
+          f"min cosine {cosine.min():.7f}")
 
-        encoder = Bg2Vec.from_pretrained(str(folder), pooling_mode=args.pooling_mode, torch_dtype="float32")
+
+def compare_encode(folder: Path, texts: list, batch_size: int, threads: int, repeats: int, pooling_mode: str,
+                   venv: Path = DEFAULT_VENV) -> dict:
+    """Both libraries encode `texts` with the model in `folder`, alternately, `repeats` times each: the median
+    seconds of each side, the positions each runs (padding included), and both sides' embeddings."""
+    import numpy as np
+
+    from bg2vec import Bg2Vec
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        python = ensure_llm2vec_venv(venv)
+        encoder = Bg2Vec.from_pretrained(str(folder), pooling_mode=pooling_mode, torch_dtype="float32")
         lengths = encoder.tokenize(texts)["attention_mask"].sum(1).tolist()
-        padded = {"bg2vec": padded_positions(lengths, lambda i: -lengths[i], args.batch_size),
-                  "llm2vec": padded_positions(lengths, lambda i: -llm2vec_characters(texts[i]), args.batch_size)}
-        encoder.encode(texts[: args.batch_size], batch_size=args.batch_size, show_progress_bar=False)
+        padded = {"bg2vec": padded_positions(lengths, lambda i: -lengths[i], batch_size),
+                  "llm2vec": padded_positions(lengths, lambda i: -llm2vec_characters(texts[i]), batch_size)}
+        encoder.encode(texts[:batch_size], batch_size=batch_size, show_progress_bar=False)
         (workdir / "sentences.json").write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
         command = [
             str(python), __file__, "--worker", "--folder", str(transformers4_copy(folder, workdir)),
             "--sentences", str(workdir / "sentences.json"), "--output", str(workdir / "llm2vec.npy"),
-            "--pooling-mode", args.pooling_mode, "--batch-size", str(args.batch_size), "--threads", str(args.threads),
+            "--pooling-mode", pooling_mode, "--batch-size", str(batch_size), "--threads", str(threads),
         ]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
         ours_seconds, theirs_seconds = [], []
-        for _ in range(args.repeats):  # alternated, so a change in machine load hits both sides alike
+        for _ in range(repeats):  # alternated, so a change in machine load hits both sides alike
             started = time.perf_counter()
-            ours = encoder.encode(texts, batch_size=args.batch_size, show_progress_bar=False)
+            ours = encoder.encode(texts, batch_size=batch_size, show_progress_bar=False)
             ours_seconds.append(time.perf_counter() - started)
             result = subprocess.run(command, capture_output=True, text=True, env=env)
             if result.returncode != 0:
                 raise SystemExit(f"llm2vec worker failed:\n{result.stderr[-4000:]}")
             theirs_seconds.append(json.loads(result.stdout.strip().splitlines()[-1])["seconds"])
         theirs = np.load(workdir / "llm2vec.npy")
-
-    ours_seconds, theirs_seconds = float(np.median(ours_seconds)), float(np.median(theirs_seconds))
-    difference = np.abs(ours - theirs)
-    cosine = (ours * theirs).sum(1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1))
-    print(f"model: {args.model} | {len(texts):,} sentences, {sum(lengths):,} tokens | pooling {args.pooling_mode} | "
-          f"batch {args.batch_size} | {args.threads} threads | median of {args.repeats} | torch {torch.__version__}")
-    print(f"bg2vec : {len(texts) / ours_seconds:8.1f} sentences/s ({ours_seconds:.1f} s)")
-    print(f"llm2vec: {len(texts) / theirs_seconds:8.1f} sentences/s ({theirs_seconds:.1f} s)")
-    print(f"speed ratio bg2vec / llm2vec: {theirs_seconds / ours_seconds:.2f}x")
-    print(f"positions run incl. padding: bg2vec {padded['bg2vec']:,} (sorted by tokens), "
-          f"llm2vec {padded['llm2vec']:,} (sorted by characters)")
-    print(f"embeddings: max abs difference {difference.max():.2e} (largest |value| {np.abs(theirs).max():.2f}), "
-          f"min cosine {cosine.min():.7f}")
+    return {"bg2vec_seconds": float(np.median(ours_seconds)), "llm2vec_seconds": float(np.median(theirs_seconds)),
+            "tokens": sum(lengths), "padded": padded, "ours": ours, "theirs": theirs}
 
 
 if __name__ == "__main__":

@@ -223,3 +223,16 @@ def test_eval_tasks_are_scored_during_training_next_to_the_loss(tiny_model_dirs,
     base = json.loads((tmp_path / "base" / "evaluation.json").read_text())["runs"][0]["tasks"]
     assert table[0]["tiny-triples"] == pytest.approx(base[1]["main_score"], abs=1e-5)
     assert table[0]["tiny-pairs"] == pytest.approx(base[0]["main_score"], abs=1e-5)
+
+
+def test_every_task_type_goes_through_the_cli_and_its_cache(tiny_model_dirs, tmp_path):
+    """Scores with nested MTEB values (clustering's per-level lists, classification's runs) are stored as JSON."""
+    rows = [{"text": f"{label} {i}", "label": label} for label in ("ябълка", "круша") for i in range(8)]
+    tasks = [str(write_task(tmp_path / "clu", "clustering", rows)),
+             str(write_task(tmp_path / "cls", "classification", rows[::2], train=rows[1::2])),
+             str(write_task(tmp_path / "bt", "bitext_mining", [{"sentence1": r["text"], "sentence2": r["label"]} for r in rows]))]
+    argv = ["evaluate", "--model", str(tiny_model_dirs["qwen2"]), "--tasks", *tasks, "--cache-dir", str(tmp_path / "cache")]
+    assert main([*argv, "--output-dir", str(tmp_path / "one")]) == 0
+    assert main([*argv, "--output-dir", str(tmp_path / "two")]) == 0
+    one, two = (json.loads((tmp_path / n / "evaluation.json").read_text())["runs"][0]["tasks"] for n in ("one", "two"))
+    assert one == two and [t["type"] for t in one] == ["clustering", "classification", "bitext_mining"]

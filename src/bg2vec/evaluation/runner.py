@@ -36,13 +36,20 @@ BENCHMARKS = {"bulgarian": BULGARIAN_BENCHMARK}
 
 @dataclass(frozen=True)
 class TaskScore:
-    """One task's result: its main score, every score MTEB reported, and whether it came from the cache."""
+    """One task's result: its main score, every score MTEB reported (as plain JSON values), and whether it came
+    from the cache."""
 
     task: str
     type: str
     main_score: float
     scores: dict[str, Any]
     cached: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scores", json.loads(json.dumps(self.scores, default=_json_default)))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"task": self.task, "type": self.type, "main_score": self.main_score, "scores": self.scores}
 
 
 def resolve_tasks(names: list[str], benchmark: str | None = None) -> list[Any]:
@@ -105,8 +112,7 @@ class ResultCache:
         path = self.path(model, task)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".{os.getpid()}.partial")
-        values = {"task": score.task, "type": score.type, "main_score": score.main_score, "scores": score.scores}
-        partial.write_text(json.dumps(values, indent=1, default=_json_default), encoding="utf-8")
+        partial.write_text(json.dumps(score.as_dict(), indent=1), encoding="utf-8")
         os.replace(partial, path)
 
 

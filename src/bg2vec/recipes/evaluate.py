@@ -8,7 +8,7 @@ can), write the report. Reads top to bottom.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..config import EvaluateConfig
@@ -54,7 +54,7 @@ def run_evaluate(config: EvaluateConfig, log: Callable[[str], None] = print) -> 
         runs.append({
             "model": reference, "adapter": config.adapter,
             "label": config.labels[number] if config.labels else None, "settings": settings,
-            "tasks": [{k: v for k, v in asdict(score).items() if k != "cached"} for score in scores],
+            "tasks": [score.as_dict() for score in scores],
         })
     table = write_report(config.output_dir, earlier + runs)
     return EvaluateResult(config.output_dir, earlier + runs, table)
