@@ -52,10 +52,13 @@ def _settings_epilog(config_class: type) -> str:
 
 def _run_mntp(args: argparse.Namespace, overrides: dict[str, str]) -> None:
     from .recipes.mntp import run_mntp
+    from .recipes.trainer import is_main_process
 
     config = load_config(MNTPConfig, args.config, overrides)
     started = time.time()
     result = run_mntp(config, resume=args.resume)
+    if not is_main_process():  # one summary per run, not one per GPU
+        return
     print()
     print(result.table)
     print()
@@ -73,10 +76,13 @@ def _run_mntp(args: argparse.Namespace, overrides: dict[str, str]) -> None:
 def _run_simcse(args: argparse.Namespace, overrides: dict[str, str]) -> None:
     from .recipes.reporting import format_pair_similarities
     from .recipes.simcse import run_simcse
+    from .recipes.trainer import is_main_process
 
     config = load_config(SimCSEConfig, args.config, overrides)
     started = time.time()
     result = run_simcse(config, resume=args.resume)
+    if not is_main_process():
+        return
     print()
     print(result.table)
     print()

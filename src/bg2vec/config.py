@@ -70,6 +70,11 @@ class TrainingSettings:
     per_device_eval_batch_size: int = _help("Evaluation sequences per device.", 8)
     gradient_accumulation_steps: int = _help("Micro-batches accumulated per optimisation step.", 1)
     gradient_checkpointing: bool = _help("Recompute activations in the backward pass: less memory, ~30% slower.", False)
+    liger_kernel: bool = _help(
+        "Liger's Triton kernels for RMSNorm, SwiGLU and RoPE (needs the liger-kernel package and a GPU). "
+        "torch_compile (a TrainingArguments key) passes through too.",
+        False,
+    )
     bf16: bool = _help("bfloat16 mixed precision (Ampere+ GPUs).", False)
     fp16: bool = _help("float16 mixed precision.", False)
     seed: int = _help("Seed for initialisation, data order and masking.", 42)

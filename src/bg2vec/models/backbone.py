@@ -8,6 +8,7 @@ model. MNTP training (with the LM head), SimCSE training and the encoder all loa
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -31,10 +32,13 @@ def load_model(
     with_lm_head: bool = False,
     torch_dtype: str | torch.dtype = "auto",
     attn_implementation: str | None = None,
+    device: str | torch.device | None = None,
     **model_kwargs: Any,
 ) -> PreTrainedModel | nn.Module:
     """The model `plan` describes: the decoder (a `PeftModel` while the last adapter is kept unmerged), or
     with `with_lm_head` the causal LM around it (every adapter merged). `model_kwargs` go to transformers.
+    With `device`, the weights move there right after loading, so adapters merge and the bidirectional check
+    runs there (on a GPU, milliseconds; FlashAttention-2 kernels run only there).
 
     >>> decoder = load_model(resolve_model("outputs/simcse"), torch_dtype="bfloat16")
     """
@@ -57,6 +61,8 @@ def load_model(
             "model_name_or_path", plan.reference, "a decoder-only model transformers can load", fix=first_line(exc)
         ) from None
     model.config.use_cache = False  # an encoder never decodes: no KV cache in any forward
+    if device is not None and "device_map" not in model_kwargs:
+        model.to(device)
     if plan.vocab_size:
         grow_vocabulary(model, plan.vocab_size)
     decoder = model.get_decoder() if with_lm_head else model
@@ -222,6 +228,13 @@ def check_causal_lm(model: str | ModelPlan, cache_dir: str | None = None, trust_
             fix="use a decoder such as Mistral, Llama, Qwen2 or Gemma 3",
         )
     return plan
+
+
+def training_device() -> torch.device:
+    """Where this process trains: its GPU under torchrun/accelerate (LOCAL_RANK), else GPU 0, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
 
 
 def position_limit(plan: ModelPlan, cache_dir: str | None = None, trust_remote_code: bool = False) -> int | None:

@@ -182,11 +182,14 @@ class MNTPModel(nn.Module):
             output["predictions"] = predictions
         return output
 
-    def save_pretrained(self, output_dir: str | Path, train_lm_head: bool) -> None:
-        """Write the PEFT adapter of the decoder (llm2vec's key layout) and, if trained, the LM head."""
-        self.decoder.save_pretrained(str(output_dir))
+    def save_pretrained(self, output_dir: str | Path, train_lm_head: bool, state_dict: dict | None = None) -> None:
+        """Write the PEFT adapter of the decoder (llm2vec's key layout) and, if trained, the LM head. Under
+        FSDP or DeepSpeed ZeRO-3 the Trainer gathers the full `state_dict` (this model's keys); it is used
+        instead of the (sharded) parameters."""
+        self.decoder.save_pretrained(str(output_dir), state_dict=submodule_state(state_dict, "decoder"))
         if train_lm_head:
-            state = {name: p.detach().cpu().contiguous() for name, p in self.lm_head.named_parameters()}
+            state = submodule_state(state_dict, "lm_head") or dict(self.lm_head.named_parameters())
+            state = {name: p.detach().cpu().contiguous() for name, p in state.items()}
             save_file(state, str(Path(output_dir) / LM_HEAD_FILE), metadata={"format": "pt"})
 
     def load_trained_weights(self, folder: str | Path) -> None:
@@ -198,6 +201,13 @@ class MNTPModel(nn.Module):
         if getattr(result, "unexpected_keys", None):
             raise RuntimeError(f"checkpoint {folder} has adapter keys this model lacks: {result.unexpected_keys[:3]}")
         load_lm_head(self.lm_head, folder)
+
+
+def submodule_state(state_dict: dict | None, prefix: str) -> dict | None:
+    """The entries of `state_dict` under `prefix.`, with the prefix removed (None stays None)."""
+    if state_dict is None:
+        return None
+    return {key[len(prefix) + 1 :]: value for key, value in state_dict.items() if key.startswith(prefix + ".")}
 
 
 def load_lm_head(lm_head: nn.Module, folder: str | Path) -> bool:

@@ -257,9 +257,12 @@ class SimCSEModel(nn.Module):
         pooled = pool(self.pooling_mode, hidden.float(), pooling_mask, input_ids, attention_mask, self.bos_token_id)
         return pooled  # (B, H)
 
-    def save_pretrained(self, output_dir: str | Path) -> None:
-        """Write the SimCSE LoRA adapter (PEFT format)."""
-        self.decoder.save_pretrained(str(output_dir))
+    def save_pretrained(self, output_dir: str | Path, state_dict: dict | None = None) -> None:
+        """Write the SimCSE LoRA adapter (PEFT format); from `state_dict` (this model's keys) when the Trainer
+        gathered one (FSDP, DeepSpeed ZeRO-3)."""
+        from .mntp import submodule_state
+
+        self.decoder.save_pretrained(str(output_dir), state_dict=submodule_state(state_dict, "decoder"))
 
     def load_trained_weights(self, folder: str | Path) -> None:
         """Load the adapter written by `save_pretrained`: used on resume."""

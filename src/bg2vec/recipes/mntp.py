@@ -20,7 +20,7 @@ from transformers import set_seed
 from .._version import __version__
 from ..encoding.model_card import write_model_card
 from ..models.adapters import portable_adapter_config
-from ..models.backbone import check_causal_lm, load_model, load_tokenizer, position_limit
+from ..models.backbone import check_causal_lm, load_model, load_tokenizer, position_limit, training_device
 from ..models.layouts import BG2VEC_CONFIG_FILE, ModelPlan, portable_reference, resolve_model
 from ..config import MNTPConfig, config_to_dict
 from ..data.blocks import mntp_datasets
@@ -35,10 +35,14 @@ from .trainer import (
     add_lora,
     build_training_arguments,
     cap_sequence_length,
+    apply_liger_kernels,
     enable_checkpointing,
     input_paths,
+    main_process_first,
+    quiet_unless_main,
     task_columns,
     task_scorer,
+    wait_for_every_process,
     train,
     trainable_parameters_line,
 )
@@ -67,8 +71,11 @@ def build_mntp_model(config: MNTPConfig, plan: ModelPlan, tokenizer) -> MNTPMode
         with_lm_head=True,
         torch_dtype=config.torch_dtype,
         attn_implementation=config.attn_implementation,
+        device=training_device(),
         **_hub_kwargs(config),
     )
+    if config.liger_kernel:
+        apply_liger_kernels(model)
     decoder = model.get_decoder()
     lm_head = model.get_output_embeddings()
     lm_head = _lm_head_for_training(lm_head, decoder, config.train_lm_head)
@@ -100,9 +107,11 @@ def accuracy_metric(eval_prediction) -> dict[str, float]:
 
 def run_mntp(config: MNTPConfig, resume: str | bool | None = None, log=print) -> MNTPResult:
     """Train a Bi-MNTP adapter as `config` says; `resume` = True (last checkpoint) or a checkpoint path."""
+    log = quiet_unless_main(log)
     check_apart(config.output_dir, "output_dir", input_paths(config))
     check_output_dir(config.output_dir, config.overwrite_output_dir, bool(resume))
     checkpoint = resolve_checkpoint(config.output_dir, resume, log)
+    wait_for_every_process()
     set_seed(config.seed)
 
     plan = check_causal_lm(resolve_model(config.model_name_or_path), config.cache_dir, config.trust_remote_code)
@@ -110,22 +119,23 @@ def run_mntp(config: MNTPConfig, resume: str | bool | None = None, log=print) ->
     config = cap_sequence_length(config, position_limit(plan, config.cache_dir, config.trust_remote_code), log)
     tokenizer = load_tokenizer(plan, config.cache_dir, config.trust_remote_code)
     mask = prepare_tokenizer(tokenizer, config.mask_token_type)
-    datasets = mntp_datasets(
-        tokenizer,
-        config.max_seq_length,
-        dataset_path=config.dataset_path,
-        train_file=config.train_file,
-        validation_file=config.validation_file,
-        dataset_name=config.dataset_name,
-        dataset_config_name=config.dataset_config_name,
-        text_column=config.text_column,
-        validation_split_percentage=config.validation_split_percentage,
-        max_train_samples=config.max_train_samples,
-        max_eval_samples=config.max_eval_samples,
-        num_proc=config.preprocessing_num_workers,
-        cache_dir=config.cache_dir,
-        overwrite_cache=config.overwrite_cache,
-    )
+    with main_process_first():  # one process tokenizes; the others read datasets' cache
+        datasets = mntp_datasets(
+            tokenizer,
+            config.max_seq_length,
+            dataset_path=config.dataset_path,
+            train_file=config.train_file,
+            validation_file=config.validation_file,
+            dataset_name=config.dataset_name,
+            dataset_config_name=config.dataset_config_name,
+            text_column=config.text_column,
+            validation_split_percentage=config.validation_split_percentage,
+            max_train_samples=config.max_train_samples,
+            max_eval_samples=config.max_eval_samples,
+            num_proc=config.preprocessing_num_workers,
+            cache_dir=config.cache_dir,
+            overwrite_cache=config.overwrite_cache,
+        )
     do_eval = config.do_eval and len(datasets.get("validation", [])) > 0
     model = build_mntp_model(config, plan, tokenizer)
     log(trainable_parameters_line(model))

@@ -22,7 +22,7 @@ from transformers import set_seed
 from .._version import __version__
 from ..encoding.model_card import write_model_card
 from ..models.adapters import portable_adapter_config
-from ..models.backbone import check_causal_lm, load_model, load_tokenizer, position_limit
+from ..models.backbone import check_causal_lm, load_model, load_tokenizer, position_limit, training_device
 from ..models.layouts import BG2VEC_CONFIG_FILE, ModelPlan, portable_reference, resolve_model
 from ..config import SimCSEConfig, config_to_dict
 from ..errors import ConfigError, DataError
@@ -37,10 +37,14 @@ from .trainer import (
     add_lora,
     build_training_arguments,
     cap_sequence_length,
+    apply_liger_kernels,
     enable_checkpointing,
     input_paths,
+    main_process_first,
+    quiet_unless_main,
     task_columns,
     task_scorer,
+    wait_for_every_process,
     train,
     trainable_parameters_line,
 )
@@ -63,9 +67,11 @@ class SimCSEResult:
 
 def run_simcse(config: SimCSEConfig, resume: str | bool | None = None, log=print) -> SimCSEResult:
     """Train a SimCSE adapter as `config` says; `resume` = True (last checkpoint) or a checkpoint path."""
+    log = quiet_unless_main(log)
     check_apart(config.output_dir, "output_dir", input_paths(config))
     check_output_dir(config.output_dir, config.overwrite_output_dir, bool(resume))
     checkpoint = resolve_checkpoint(config.output_dir, resume, log)
+    wait_for_every_process()
     global_batch = config.per_device_train_batch_size * int(os.environ.get("WORLD_SIZE", "1"))
     check_negatives(config.per_device_train_batch_size, global_batch)
     set_seed(config.seed)
@@ -77,24 +83,25 @@ def run_simcse(config: SimCSEConfig, resume: str | bool | None = None, log=print
     config = cap_sequence_length(config, position_limit(plan, config.cache_dir, config.trust_remote_code), log)
     tokenizer = load_tokenizer(plan, config.cache_dir, config.trust_remote_code)  # the encoder loads the same
     prepare_tokenizer_for_pooling(tokenizer, config.pooling_mode)
-    datasets = simcse_datasets(
-        tokenizer,
-        config.max_seq_length,
-        config.pooling_mode,
-        dataset_file_path=config.dataset_file_path,
-        train_file=config.train_file,
-        validation_file=config.validation_file,
-        dataset_name=config.dataset_name,
-        dataset_config_name=config.dataset_config_name,
-        dataset_path=config.dataset_path,
-        text_column=config.text_column,
-        validation_split_percentage=config.validation_split_percentage,
-        max_train_samples=config.max_train_samples,
-        max_eval_samples=config.max_eval_samples,
-        num_proc=config.preprocessing_num_workers,
-        cache_dir=config.cache_dir,
-        overwrite_cache=config.overwrite_cache,
-    )
+    with main_process_first():  # one process tokenizes; the others read datasets' cache
+        datasets = simcse_datasets(
+            tokenizer,
+            config.max_seq_length,
+            config.pooling_mode,
+            dataset_file_path=config.dataset_file_path,
+            train_file=config.train_file,
+            validation_file=config.validation_file,
+            dataset_name=config.dataset_name,
+            dataset_config_name=config.dataset_config_name,
+            dataset_path=config.dataset_path,
+            text_column=config.text_column,
+            validation_split_percentage=config.validation_split_percentage,
+            max_train_samples=config.max_train_samples,
+            max_eval_samples=config.max_eval_samples,
+            num_proc=config.preprocessing_num_workers,
+            cache_dir=config.cache_dir,
+            overwrite_cache=config.overwrite_cache,
+        )
     if len(datasets["train"]) < global_batch:
         raise DataError(
             f"the training data has {len(datasets['train'])} distinct texts, fewer than one batch of {global_batch} "
@@ -191,9 +198,12 @@ def build_simcse_model(config: SimCSEConfig, plan: ModelPlan, tokenizer) -> SimC
         bidirectional=config.bidirectional,
         torch_dtype=config.torch_dtype,
         attn_implementation=config.attn_implementation,
+        device=training_device(),
         **({"cache_dir": config.cache_dir} if config.cache_dir else {}),
     )
     set_attention_dropout(decoder, config.simcse_dropout)
+    if config.liger_kernel:
+        apply_liger_kernels(decoder)
     if config.gradient_checkpointing:
         enable_checkpointing(decoder)
     decoder = add_lora(decoder, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,44 @@ def add_lora(decoder: PreTrainedModel, r: int, alpha: int, dropout: float, targe
     )
     with quiet_renames():
         return get_peft_model(decoder, config)
+
+
+def is_main_process() -> bool:
+    """Whether this is the process that reports (rank 0 under torchrun/accelerate, or the only one)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def quiet_unless_main(log):
+    """`log` on the main process; nothing on the others (one table and one summary per run, not one per GPU)."""
+    return log if is_main_process() else (lambda *args, **kwargs: None)
+
+
+def wait_for_every_process() -> None:
+    """A barrier: under torchrun no process starts writing before every process has checked the same,
+    untouched output folder (one that raced ahead would make the others see a folder that is not empty)."""
+    from accelerate import PartialState
+
+    PartialState().wait_for_everyone()
+
+
+@contextmanager
+def main_process_first() -> Iterator[None]:
+    """Run the block on the main process first (it tokenizes and fills datasets' cache), then on the others
+    (they read the cache), instead of every process tokenizing the corpus at once."""
+    from accelerate import PartialState
+
+    with PartialState().main_process_first():
+        yield
+
+
+def apply_liger_kernels(model: nn.Module) -> None:
+    """Swap in Liger's fused RMSNorm, SwiGLU and RoPE kernels (its cross-entropy stays off: MNTP has its own)."""
+    try:
+        from liger_kernel.transformers import _apply_liger_kernel_to_instance
+    except ImportError:
+        raise ConfigError("liger_kernel", True, "the liger-kernel package installed", fix="pip install liger-kernel, or set it false") from None
+    _apply_liger_kernel_to_instance(model=model, rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
+                                    fused_linear_cross_entropy=False)
 
 
 def enable_checkpointing(decoder: PreTrainedModel) -> None:
@@ -105,6 +145,9 @@ def build_training_arguments(config: TrainingSettings, **overrides: Any) -> Trai
         label_names=["labels"],
         # The decoder enables checkpointing itself (non-reentrant, so frozen embeddings need no hook).
         activation_checkpointing=False,
+        # every trainable parameter (LoRA, a trained LM head) takes part in every step: DDP need not search
+        ddp_find_unused_parameters=False,
+        **_cpu_settings(),
     )
     values.update(config.extra_training_args)
     values.update(overrides)
@@ -112,6 +155,15 @@ def build_training_arguments(config: TrainingSettings, **overrides: Any) -> Trai
         return TrainingArguments(**values)
     except (ValueError, TypeError) as exc:
         raise ConfigError("training arguments", "", "settings transformers accepts", fix=first_line(exc)) from None
+
+
+def _cpu_settings() -> dict[str, Any]:
+    """Without a GPU: tell transformers so (bf16 on CPU needs it), and under torchrun use gloo, the collective
+    backend that runs on CPUs (else every process trains alone, unaware of the others)."""
+    mps = getattr(torch.backends, "mps", None)
+    if torch.cuda.is_available() or (mps is not None and mps.is_available()):
+        return {}
+    return {"use_cpu": True, **({"ddp_backend": "gloo"} if int(os.environ.get("WORLD_SIZE", "1")) > 1 else {})}
 
 
 class StopAfterSteps(TrainerCallback):
@@ -149,7 +201,8 @@ class AdapterTrainer(Trainer):
         if not self.args.should_save:
             return
         Path(output_dir).mkdir(parents=True, exist_ok=True)
-        self.accelerator.unwrap_model(self.model).save_pretrained(output_dir, **self.save_kwargs)
+        # under FSDP / ZeRO-3 the Trainer hands over the gathered full state dict: save from it
+        self.accelerator.unwrap_model(self.model).save_pretrained(output_dir, state_dict=state_dict, **self.save_kwargs)
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)
 
@@ -161,6 +214,7 @@ class AdapterTrainer(Trainer):
         staging = staging_folder(final)
         if self.args.should_save and staging.exists():
             shutil.rmtree(staging)  # left by a run killed while writing this step
+        self.accelerator.wait_for_everyone()  # no process writes its files there before it is clean
         self._staging_root = staging
         try:
             super()._save_checkpoint(model, trial)

@@ -1,0 +1,175 @@
+"""The GPU check: one short script (under 8 minutes on one H200) that proves the GPU path and measures a 7B step.
+
+    python benchmarks/gpu_check.py                 # on the GPU machine: smoke runs + the 7B-shaped step
+    python benchmarks/gpu_check.py --smoke-only    # the smoke runs only (also what the CPU test runs)
+
+1. Smoke: the MNTP and SimCSE recipes and `encode` on a tiny random Mistral, bf16, with sdpa and (when the
+   flash-attn package is installed) flash_attention_2: each trains 3 steps, saves, reloads and encodes.
+2. A 7B-shaped Mistral with random weights (hidden 4096, 32 layers, 32/8 heads, MLP 14336, vocabulary 38,000),
+   bf16, sdpa (FA2 if installed), LoRA r = 16 on q,k,v,o,gate,up,down, gradient checkpointing, the MNTP step at
+   batch 32 x 512 (all_mask, p = 0.8): tokens/s, MFU and peak GPU memory; and the SimCSE step at 32 x 128.
+
+MFU convention: LoRA training with frozen base weights costs about 4·N FLOPs per token (forward 2·N, backward
+2·N for the activation gradients, no weight gradients; LoRA's own FLOPs and attention's T² term are left out,
+and so is the recomputation gradient checkpointing adds), N = parameters of the decoder layers plus the LM head.
+Peak bf16 dense throughput of the GPU is taken from --peak-tflops (H200 / H100 SXM: 989).
+Figures go to stdout and, as JSON, to $OUT/gpu_check.json when OUT is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+SEVEN_B = dict(vocab_size=38_000, hidden_size=4096, intermediate_size=14_336, num_hidden_layers=32,
+               num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=4096, sliding_window=None,
+               tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
+
+
+def attention_kinds() -> list[str]:
+    return ["sdpa"] + (["flash_attention_2"] if importlib.util.find_spec("flash_attn") else [])
+
+
+def smoke(workdir: Path, device: str) -> list[dict]:
+    """MNTP → SimCSE → encode on a tiny random Mistral for each attention kernel, bf16."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from conftest import CORPUS, build_tokenizer, tiny_config
+
+    from bg2vec import Bg2Vec
+    from bg2vec.config import MNTPConfig, SimCSEConfig
+    from bg2vec.recipes.mntp import run_mntp
+    from bg2vec.recipes.simcse import run_simcse
+
+    tokenizer = build_tokenizer()
+    torch.manual_seed(0)
+    base = workdir / "tiny-mistral"
+    AutoModelForCausalLM.from_config(tiny_config("mistral", len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    texts = workdir / "texts.txt"
+    texts.write_text("\n".join(f"{i}. {line}" for i in range(8) for line in CORPUS) + "\n", encoding="utf-8")
+    results = []
+    for attention in attention_kinds():
+        started = time.perf_counter()
+        common = dict(model_name_or_path=str(base), train_file=str(texts), max_seq_length=32, max_steps=3,
+                      per_device_train_batch_size=8, eval_steps=3, save_steps=3, lora_r=4, torch_dtype="bfloat16",
+                      bf16=True, attn_implementation=attention, gradient_checkpointing=True)
+        mntp_out, simcse_out = workdir / f"mntp-{attention}", workdir / f"simcse-{attention}"
+        mntp = run_mntp(MNTPConfig(**common, output_dir=str(mntp_out), validation_split_percentage=20), log=lambda *_: None)
+        simcse = run_simcse(SimCSEConfig(**common, output_dir=str(simcse_out), peft_model_name_or_path=str(mntp_out),
+                                         mini_batch_size=4, validation_split_percentage=20), log=lambda *_: None)
+        encoder = Bg2Vec.from_pretrained(str(simcse_out), torch_dtype="bfloat16", attn_implementation=attention)
+        embeddings = encoder.encode(CORPUS, batch_size=4, device=device)
+        results.append({
+            "attention": attention, "mntp_eval_loss": mntp.final.get("eval_loss"), "simcse_eval_loss": simcse.final.get("eval_loss"),
+            "encode_shape": list(embeddings.shape), "finite": bool(torch.isfinite(torch.as_tensor(embeddings)).all()),
+            "seconds": round(time.perf_counter() - started, 1),
+        })
+        print(f"smoke {attention}: {results[-1]}", flush=True)
+    return results
+
+
+def seven_b_step(peak_tflops: float, steps: int) -> list[dict]:
+    """The 7B-shaped MNTP (32 x 512) and SimCSE (32 x 128) steps on the GPU: tokens/s, MFU, peak memory."""
+    import torch
+    from transformers import AutoModel, AutoModelForCausalLM, MistralConfig
+
+    from bg2vec.models.bidirectional import enable_bidirectional
+    from bg2vec.objectives.mntp import MNTPModel
+    from bg2vec.objectives.simcse import SimCSEModel, info_nce_loss, set_attention_dropout, two_views
+    from bg2vec.recipes.trainer import add_lora, enable_checkpointing
+
+    device = torch.device("cuda")
+    results = []
+    for workload, batch, seq in (("mntp", 32, 512), ("simcse", 32, 128)):
+        for attention in attention_kinds():
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            config = MistralConfig(**SEVEN_B, attn_implementation=attention, use_cache=False)
+            torch.manual_seed(0)
+            with device:
+                if workload == "mntp":
+                    causal = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+                    decoder, lm_head = causal.get_decoder(), causal.get_output_embeddings().requires_grad_(False)
+                else:
+                    decoder, lm_head = AutoModel.from_config(config, dtype=torch.bfloat16), None
+            started = time.perf_counter()
+            enable_bidirectional(decoder)
+            check_seconds = time.perf_counter() - started
+            counted = sum(p.numel() for name, p in decoder.named_parameters() if "embed_tokens" not in name)
+            counted += config.vocab_size * config.hidden_size if workload == "mntp" else 0
+            enable_checkpointing(decoder)
+            if workload == "simcse":
+                set_attention_dropout(decoder, 0.3)
+            decoder = add_lora(decoder, 16, 32, 0.05)
+            model = (MNTPModel(decoder, lm_head) if workload == "mntp" else SimCSEModel(decoder, "mean")).train()
+            optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+            ids = torch.randint(10, config.vocab_size, (batch, seq), device=device)
+            mask = torch.ones_like(ids)
+            labels = torch.where(torch.rand(batch, seq, device=device) < 0.8, ids, -100)
+
+            def step():
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    if workload == "mntp":
+                        loss = model(input_ids=torch.where(labels != -100, 5, ids), attention_mask=mask, labels=labels)["loss"]
+                    else:
+                        anchors, positives = model(**two_views({"input_ids": ids, "attention_mask": mask, "pooling_mask": mask})).chunk(2)
+                        loss = info_nce_loss(anchors, positives, 20.0)
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+
+            step()  # warm-up (kernels, allocator)
+            torch.cuda.synchronize()
+            started = time.perf_counter()
+            for _ in range(steps):
+                step()
+            torch.cuda.synchronize()
+            seconds = (time.perf_counter() - started) / steps
+            tokens = batch * seq * (2 if workload == "simcse" else 1)
+            mfu = 4 * counted * tokens / seconds / (peak_tflops * 1e12)
+            results.append({
+                "workload": workload, "attention": attention, "batch": f"{batch}x{seq}", "step_seconds": round(seconds, 3),
+                "tokens_per_second": round(tokens / seconds), "mfu": round(mfu, 3), "bidirectional_check_seconds": round(check_seconds, 2),
+                "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1), "counted_parameters": counted,
+            })
+            print(f"7B {workload} {attention}: {results[-1]}", flush=True)
+            del model, decoder, lm_head, optimizer
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke-only", action="store_true", help="only the tiny smoke runs")
+    parser.add_argument("--steps", type=int, default=5, help="timed 7B steps per workload")
+    parser.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's peak bf16 dense TFLOPS")
+    args = parser.parse_args()
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    report = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__,
+              "flash_attn": importlib.util.find_spec("flash_attn") is not None}
+    print(report, flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        report["smoke"] = smoke(Path(tmp), device)
+    if not args.smoke_only:
+        if device != "cuda":
+            raise SystemExit("the 7B-shaped step needs a GPU (run with --smoke-only here)")
+        report["seven_b"] = seven_b_step(args.peak_tflops, args.steps)
+    if os.environ.get("OUT"):
+        (Path(os.environ["OUT"]) / "gpu_check.json").write_text(json.dumps(report, indent=1))
+    print("gpu_check: done")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""What a GPU run relies on, checked on the CPU: the model reaches its training device before the bidirectional
+check, bf16, gradient checkpointing (with gradient caching too), the state dict FSDP/ZeRO-3 hand over, Liger
+kernels asked for without the package, and a real two-process torchrun (gloo) of the MNTP recipe."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, PreTrainedModel
+
+import bg2vec.models.backbone as backbone
+from bg2vec import Bg2Vec
+from bg2vec.config import MNTPConfig, SimCSEConfig
+from bg2vec.errors import ConfigError
+from bg2vec.models.layouts import resolve_model
+from bg2vec.objectives.mntp import MNTPModel
+from bg2vec.recipes.mntp import run_mntp
+from bg2vec.recipes.simcse import run_simcse
+from bg2vec.recipes.trainer import add_lora
+
+
+def quiet(*args, **kwargs):
+    pass
+
+
+def test_weights_move_to_the_device_before_the_bidirectional_check(tiny_model_dirs, monkeypatch):
+    events = []
+    monkeypatch.setattr(PreTrainedModel, "to", lambda self, device, *a, **k: events.append(("to", str(device))) or self)
+    check = backbone.enable_bidirectional
+    monkeypatch.setattr(backbone, "enable_bidirectional", lambda model: events.append(("check",)) or check(model))
+    backbone.load_model(resolve_model(str(tiny_model_dirs["mistral"])), device="cuda:3")
+    assert events == [("to", "cuda:3"), ("check",)]
+
+
+def test_each_process_trains_on_its_own_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert backbone.training_device() == torch.device("cuda", 1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert backbone.training_device() == torch.device("cpu")
+
+
+def mntp_config(tiny_model_dirs, corpus_files, output_dir, **changes) -> MNTPConfig:
+    values = dict(
+        model_name_or_path=str(tiny_model_dirs["llama"]), train_file=str(corpus_files["train"]), output_dir=str(output_dir),
+        max_seq_length=32, per_device_train_batch_size=4, max_steps=3, do_eval=False, save_steps=1000, lora_r=4,
+        learning_rate=1e-2, data_collator_type="all_mask", mlm_probability=0.5, seed=5, lora_dropout=0.0,
+    )
+    return MNTPConfig(**{**values, **changes})
+
+
+def same_adapter(a, b, atol=1e-5) -> None:
+    first, second = load_file(str(a / "adapter_model.safetensors")), load_file(str(b / "adapter_model.safetensors"))
+    assert first.keys() == second.keys()
+    for key in first:
+        assert torch.allclose(first[key].float(), second[key].float(), atol=atol), key
+
+
+def test_gradient_checkpointing_trains_the_same_mntp_adapter(tiny_model_dirs, corpus_files, tmp_path):
+    """Same gradients, so the same adapter (without dropout: with it, the masks are drawn in another order)."""
+    run_mntp(mntp_config(tiny_model_dirs, corpus_files, tmp_path / "plain"), log=quiet)
+    run_mntp(mntp_config(tiny_model_dirs, corpus_files, tmp_path / "checkpointed", gradient_checkpointing=True), log=quiet)
+    same_adapter(tmp_path / "plain", tmp_path / "checkpointed")
+
+
+def test_gradient_checkpointing_with_gradient_caching_trains_the_same_simcse_adapter(tiny_model_dirs, corpus_files, tmp_path):
+    common = dict(
+        model_name_or_path=str(tiny_model_dirs["mistral"]), train_file=str(corpus_files["train"]), max_seq_length=24,
+        per_device_train_batch_size=8, max_steps=2, do_eval=False, save_steps=1000, lora_r=4, learning_rate=1e-2, seed=3,
+        simcse_dropout=0.0, lora_dropout=0.0,  # dropout masks are drawn in another order once layers are recomputed
+    )
+    run_simcse(SimCSEConfig(**common, output_dir=str(tmp_path / "plain")), log=quiet)
+    run_simcse(SimCSEConfig(**common, output_dir=str(tmp_path / "both"), gradient_checkpointing=True, mini_batch_size=4), log=quiet)
+    same_adapter(tmp_path / "plain", tmp_path / "both")
+
+
+def test_bf16_training_runs_on_the_cpu(tiny_model_dirs, corpus_files, tmp_path):
+    result = run_mntp(mntp_config(tiny_model_dirs, corpus_files, tmp_path / "bf16", torch_dtype="bfloat16", bf16=True,
+                                  do_eval=True, eval_steps=3), log=quiet)
+    assert torch.isfinite(torch.tensor(result.final["eval_loss"]))
+    assert Bg2Vec.from_pretrained(str(tmp_path / "bf16"), torch_dtype="bfloat16").encode(["Здравей"]).shape == (1, 64)
+
+
+def test_the_gathered_state_dict_is_what_gets_saved(tiny_model_dirs, tmp_path):
+    """Under FSDP / ZeRO-3 the parameters are shards; the Trainer hands `_save` the gathered full state dict."""
+    causal = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["llama"])
+    model = MNTPModel(add_lora(causal.get_decoder(), 4, 8, 0.0), causal.get_output_embeddings())
+    gathered = {key: torch.full_like(value, 7.0) for key, value in model.state_dict().items()}
+    model.save_pretrained(tmp_path, train_lm_head=True, state_dict=gathered)
+    adapter = load_file(str(tmp_path / "adapter_model.safetensors"))
+    assert adapter and all(bool((value == 7.0).all()) for value in adapter.values())
+    assert bool((load_file(str(tmp_path / "lm_head.safetensors"))["weight"] == 7.0).all())
+
+
+@pytest.mark.skipif(importlib.util.find_spec("liger_kernel") is not None, reason="liger-kernel is installed here")
+def test_liger_kernels_without_the_package_are_a_clear_error(tiny_model_dirs, corpus_files, tmp_path):
+    with pytest.raises(ConfigError, match="liger_kernel.*pip install liger-kernel"):
+        run_mntp(mntp_config(tiny_model_dirs, corpus_files, tmp_path / "liger", liger_kernel=True), log=quiet)
+
+
+@pytest.mark.parametrize("command, port", [("mntp", 29533), ("simcse", 29534)])
+def test_torchrun_with_two_processes_trains_once_and_reports_once(command, port, tiny_model_dirs, corpus_files, tmp_path):
+    """A real DDP run (gloo on CPU): one set of logs and one table, checkpoints holding both ranks' RNG states."""
+    out = tmp_path / "ddp"
+    config = tmp_path / "ddp.json"
+    held_out = tmp_path / "held-out.txt"  # texts of their own: SimCSE keeps only those not in train
+    held_out.write_text("".join(f"Изречение {i} за проверка на модела.\n" for i in range(12)), encoding="utf-8")
+    config.write_text(json.dumps(dict(
+        model_name_or_path=str(tiny_model_dirs["llama"]), train_file=str(corpus_files["train"]),
+        validation_file=str(held_out), output_dir=str(out), max_seq_length=32,
+        per_device_train_batch_size=2, max_steps=4, eval_steps=2, save_steps=2, lora_r=4, learning_rate=1e-2,
+    )))
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
+         "-m", "bg2vec.cli", command, str(config)],
+        capture_output=True, text=True, env=environment, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("Step | Training Loss") == 1, done.stdout
+    assert done.stdout.count("'eval_loss'") == 3, "evaluations at steps 0, 2, 4, logged once each"
+    assert done.stdout.count("trainable params") == 1 and done.stdout.count("saved adapter") == 1
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    assert sorted(p.name for p in (out / "checkpoint-4").glob("rng_state_*.pth")) == ["rng_state_0.pth", "rng_state_1.pth"]
+    assert Bg2Vec.from_pretrained(str(out)).encode(["Здравей"]).shape == (1, 64)
+
+
+def test_the_gpu_check_script_runs_its_smoke_part_here(tmp_path):
+    """benchmarks/gpu_check.py stays ready for the GPU machine: its smoke runs (bf16, checkpointing) work on CPU."""
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
+    done = subprocess.run([sys.executable, str(script), "--smoke-only"], capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "OUT": str(tmp_path)}, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert [r["attention"] for r in report["smoke"]][0] == "sdpa"
+    assert all(r["finite"] and r["simcse_eval_loss"] is not None for r in report["smoke"])
