@@ -81,6 +81,22 @@ def smoke(workdir: Path, device: str) -> list[dict]:
 
 def seven_b_step(peak_tflops: float, steps: int) -> list[dict]:
     """The 7B-shaped MNTP (32 x 512) and SimCSE (32 x 128) steps on the GPU: tokens/s, MFU, peak memory."""
+    import gc
+
+    import torch
+
+    results = []
+    for workload, batch, seq in (("mntp", 32, 512), ("simcse", 32, 128)):
+        for attention in attention_kinds():
+            gc.collect()
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            results.append(_measure(workload, batch, seq, attention, peak_tflops, steps))  # its model is freed on return
+            print(f"7B {workload} {attention}: {results[-1]}", flush=True)
+    return results
+
+
+def _measure(workload: str, batch: int, seq: int, attention: str, peak_tflops: float, steps: int) -> dict:
     import torch
     from transformers import AutoModel, AutoModelForCausalLM, MistralConfig
 
@@ -90,62 +106,55 @@ def seven_b_step(peak_tflops: float, steps: int) -> list[dict]:
     from bg2vec.recipes.trainer import add_lora, enable_checkpointing
 
     device = torch.device("cuda")
-    results = []
-    for workload, batch, seq in (("mntp", 32, 512), ("simcse", 32, 128)):
-        for attention in attention_kinds():
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-            config = MistralConfig(**SEVEN_B, attn_implementation=attention, use_cache=False)
-            torch.manual_seed(0)
-            with device:
-                if workload == "mntp":
-                    causal = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-                    decoder, lm_head = causal.get_decoder(), causal.get_output_embeddings().requires_grad_(False)
-                else:
-                    decoder, lm_head = AutoModel.from_config(config, dtype=torch.bfloat16), None
-            started = time.perf_counter()
-            enable_bidirectional(decoder)
-            check_seconds = time.perf_counter() - started
-            counted = sum(p.numel() for name, p in decoder.named_parameters() if "embed_tokens" not in name)
-            counted += config.vocab_size * config.hidden_size if workload == "mntp" else 0
-            enable_checkpointing(decoder)
-            if workload == "simcse":
-                set_attention_dropout(decoder, 0.3)
-            decoder = add_lora(decoder, 16, 32, 0.05)
-            model = (MNTPModel(decoder, lm_head) if workload == "mntp" else SimCSEModel(decoder, "mean")).train()
-            optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-            ids = torch.randint(10, config.vocab_size, (batch, seq), device=device)
-            mask = torch.ones_like(ids)
-            labels = torch.where(torch.rand(batch, seq, device=device) < 0.8, ids, -100)
+    config = MistralConfig(**SEVEN_B, attn_implementation=attention, use_cache=False)
+    torch.manual_seed(0)
+    with device:
+        if workload == "mntp":
+            causal = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+            decoder, lm_head = causal.get_decoder(), causal.get_output_embeddings().requires_grad_(False)
+        else:
+            decoder, lm_head = AutoModel.from_config(config, dtype=torch.bfloat16), None
+    started = time.perf_counter()
+    enable_bidirectional(decoder)
+    check_seconds = time.perf_counter() - started
+    counted = sum(p.numel() for name, p in decoder.named_parameters() if "embed_tokens" not in name)
+    counted += config.vocab_size * config.hidden_size if workload == "mntp" else 0
+    enable_checkpointing(decoder)
+    if workload == "simcse":
+        set_attention_dropout(decoder, 0.3)
+    decoder = add_lora(decoder, 16, 32, 0.05)
+    model = (MNTPModel(decoder, lm_head) if workload == "mntp" else SimCSEModel(decoder, "mean")).train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    ids = torch.randint(10, config.vocab_size, (batch, seq), device=device)
+    mask = torch.ones_like(ids)
+    labels = torch.where(torch.rand(batch, seq, device=device) < 0.8, ids, -100)
 
-            def step():
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    if workload == "mntp":
-                        loss = model(input_ids=torch.where(labels != -100, 5, ids), attention_mask=mask, labels=labels)["loss"]
-                    else:
-                        anchors, positives = model(**two_views({"input_ids": ids, "attention_mask": mask, "pooling_mask": mask})).chunk(2)
-                        loss = info_nce_loss(anchors, positives, 20.0)
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+    def step() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            if workload == "mntp":
+                loss = model(input_ids=torch.where(labels != -100, 5, ids), attention_mask=mask, labels=labels)["loss"]
+            else:
+                views = two_views({"input_ids": ids, "attention_mask": mask, "pooling_mask": mask})
+                anchors, positives = model(**views).chunk(2)
+                loss = info_nce_loss(anchors, positives, 20.0)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
 
-            step()  # warm-up (kernels, allocator)
-            torch.cuda.synchronize()
-            started = time.perf_counter()
-            for _ in range(steps):
-                step()
-            torch.cuda.synchronize()
-            seconds = (time.perf_counter() - started) / steps
-            tokens = batch * seq * (2 if workload == "simcse" else 1)
-            mfu = 4 * counted * tokens / seconds / (peak_tflops * 1e12)
-            results.append({
-                "workload": workload, "attention": attention, "batch": f"{batch}x{seq}", "step_seconds": round(seconds, 3),
-                "tokens_per_second": round(tokens / seconds), "mfu": round(mfu, 3), "bidirectional_check_seconds": round(check_seconds, 2),
-                "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1), "counted_parameters": counted,
-            })
-            print(f"7B {workload} {attention}: {results[-1]}", flush=True)
-            del model, decoder, lm_head, optimizer
-    return results
+    step()  # warm-up (kernels, allocator)
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    torch.cuda.synchronize()
+    seconds = (time.perf_counter() - started) / steps
+    tokens = batch * seq * (2 if workload == "simcse" else 1)
+    return {
+        "workload": workload, "attention": attention, "batch": f"{batch}x{seq}", "step_seconds": round(seconds, 3),
+        "tokens_per_second": round(tokens / seconds), "mfu": round(4 * counted * tokens / seconds / (peak_tflops * 1e12), 3),
+        "bidirectional_check_seconds": round(check_seconds, 2),
+        "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1), "counted_parameters": counted,
+    }
 
 
 def main() -> None:

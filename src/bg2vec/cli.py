@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from .config import MNTPConfig, config_help, load_config
-from .config import SimCSEConfig
+from .config import SimCSEConfig, SupervisedConfig
 from .errors import Bg2VecError, TrainingInterrupted, first_line
 
 EXIT_BAD_INPUT = 2
@@ -96,6 +96,27 @@ def _run_simcse(args: argparse.Namespace, overrides: dict[str, str]) -> None:
     if result.pairs:
         print(format_pair_similarities(result.pairs, config.eval_pairs_file))
     print(f"saved adapter, tokenizer, bg2vec_config.json, metrics.json and simcse_curves.png to {result.output_dir}")
+    print(f"took {time.time() - started:.0f} s")
+
+
+def _run_supervised(args: argparse.Namespace, overrides: dict[str, str]) -> None:
+    from .config import SupervisedConfig
+    from .recipes.supervised import run_supervised
+    from .recipes.trainer import is_main_process
+
+    config = load_config(SupervisedConfig, args.config, overrides)
+    started = time.time()
+    result = run_supervised(config, resume=args.resume)
+    if not is_main_process():
+        return
+    print()
+    print(result.table)
+    print()
+    final = result.final
+    if final:
+        print(f"final held-out retrieval: accuracy@1 {final.get('eval_accuracy', float('nan')):.4f} | MRR "
+              f"{final.get('eval_mrr', float('nan')):.4f} | loss {final.get('eval_loss', float('nan')):.4f}")
+    print(f"saved adapter, tokenizer, bg2vec_config.json, metrics.json and supervised_curves.png to {result.output_dir}")
     print(f"took {time.time() - started:.0f} s")
 
 
@@ -239,6 +260,12 @@ COMMANDS: dict[str, Command] = {
         add_config_arguments,
         _run_simcse,
         SimCSEConfig,
+    ),
+    "supervised": Command(
+        "Supervised contrastive training on (query, positive, hard negative) rows with instructions, on top of Bi-MNTP.",
+        add_config_arguments,
+        _run_supervised,
+        SupervisedConfig,
     ),
     "prepare": Command(
         "Corpus preparation: raw text → tokenized max_seq_length blocks with a validation split (for dataset_path).",

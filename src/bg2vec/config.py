@@ -527,3 +527,57 @@ class EvaluateConfig:
             _check_choice("pooling_mode", self.pooling_mode, POOLING_MODES)
         if not self.output_dir:
             raise ConfigError("--output-dir", "", "a folder for the report")
+
+
+@dataclass
+class SupervisedConfig(TrainingSettings):
+    """Supervised contrastive training (`bg2vec supervised`): (query, positive, hard negatives) with instructions,
+    on top of Bi-MNTP (llm2vec's run_supervised.py). llm2vec's train_configs/supervised/*.json keys are accepted."""
+
+    peft_model_name_or_path: str | None = _help(
+        "The MNTP adapter merged into the base first (llm2vec's order), or None: the model reference alone (which "
+        "may itself be a SimCSE output or any encoder folder).", None,
+    )
+    bidirectional: bool = _help("Attend both ways.", True)
+    pooling_mode: str = _help("mean, weighted_mean, eos_token, last_token or bos_token (instructions left out).", "mean")
+    learning_rate: float = _help("Peak learning rate (AdamW); llm2vec's supervised runs use 2e-4.", 2e-4)
+    # --- objective ---
+    loss_scale: float = _help("1/temperature of InfoNCE over in-batch and hard negatives (llm2vec: 50).", 50.0)
+    loss_class: str = _help("llm2vec's loss name: HardNegativeNLLLoss.", "HardNegativeNLLLoss")
+    symmetric: bool = _help("Add the reverse term: each positive picks its query among all queries.", False)
+    hard_negative_weight: float = _help("If > 0, weight the hard negatives' logits by this factor (log added).", 0.0)
+    mini_batch_size: int | None = _help("Gradient caching: embed this many texts at a time (same gradients).", None)
+    # --- data ---
+    dataset_name: str | None = _help("'E5' (llm2vec's name): dataset_file_path is a folder of E5 files.", None)
+    dataset_file_path: str | None = _help("A .jsonl file, or a folder of them (one per dataset: llm2vec's E5 layout).", None)
+    train_file: str | None = _help("Same as dataset_file_path.", None)
+    validation_file: str | None = _help("Held-out rows (.jsonl): retrieval accuracy of their queries at every evaluation.", None)
+    validation_split_percentage: int = _help("Without validation_file, this share of the rows is held out.", 2)
+    max_seq_length: int = _help("Tokens per text (instruction included).", 512)
+    max_train_samples: int | None = _help("Train on at most N rows.", None)
+    max_eval_samples: int | None = _help("Evaluate on at most N held-out rows.", 1000)
+    experiment_id: str | None = _help("llm2vec's run label; recorded in bg2vec_config.json.", None)
+
+    def __post_init__(self) -> None:
+        TrainingSettings.__post_init__(self)
+        _check_choice("pooling_mode", self.pooling_mode, POOLING_MODES)
+        _check_choice("loss_class", self.loss_class, SIMCSE_LOSS_CLASSES)
+        if not self.loss_scale > 0:
+            raise ConfigError("loss_scale", self.loss_scale, "a number > 0 (1/temperature)", fix="llm2vec uses 50")
+        if self.hard_negative_weight < 0:
+            raise ConfigError("hard_negative_weight", self.hard_negative_weight, "0 (off) or a positive weight")
+        if self.mini_batch_size is not None:
+            _check_positive("mini_batch_size", self.mini_batch_size)
+        if self.max_seq_length < 2:
+            raise ConfigError("max_seq_length", self.max_seq_length, "at least 2")
+        if not 0 <= self.validation_split_percentage < 100:
+            raise ConfigError("validation_split_percentage", self.validation_split_percentage, "0 to 99")
+        if not self.model_name_or_path:
+            raise ConfigError("model_name_or_path", "", "a Hub id, local folder, .gguf file or pypi: alias")
+        if not self.output_dir:
+            raise ConfigError("output_dir", "", "a folder path for the results")
+        if self.dataset_name is not None and self.dataset_name.lower() != "e5":
+            raise ConfigError("dataset_name", self.dataset_name, "E5 (with dataset_file_path), or none")
+        given = [n for n in ("dataset_file_path", "train_file") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ConfigError("dataset_file_path/train_file", given, "exactly one data source (a .jsonl file or an E5 folder)")

@@ -42,8 +42,6 @@ def load_model(
 
     >>> decoder = load_model(resolve_model("outputs/simcse"), torch_dtype="bfloat16")
     """
-    from peft import PeftModel
-
     auto_class = AutoModelForCausalLM if with_lm_head else AutoModel
     weights = plan.weights
     try:

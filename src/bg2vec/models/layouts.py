@@ -12,6 +12,7 @@ the tokenizer. The layouts, told apart by their files (never by their names):
 | `adapter` | adapter_config.json, no config.json | llm2vec MNTP without config, `mboyanov/bggpt-mntp`, `*-simcse` | the recorded base + this adapter |
 | `bg2vec-mntp` | bg2vec_config.json, stage mntp | `bg2vec mntp` output | recorded base (vocabulary grown if it was), adapter merged |
 | `bg2vec-simcse` | bg2vec_config.json, stage simcse | `bg2vec simcse` output | recorded base + its MNTP chain merged + this adapter |
+| `bg2vec-supervised` | bg2vec_config.json, stage supervised | `bg2vec supervised` output | as bg2vec-simcse |
 | `bg2vec-encoder` | bg2vec_config.json, stage encoder | `Bg2Vec.save` | merged weights, or the recorded base + this adapter |
 | `sentence-transformers` | modules.json | `export_sentence_transformers` output | its Transformer folder |
 
@@ -35,13 +36,15 @@ BG2VEC_CONFIG_FILE = "bg2vec_config.json"
 LLM2VEC_CONFIG_FILE = "llm2vec_config.json"
 ST_MODULES_FILE = "modules.json"
 ENCODER_SETTING_KEYS = ("pooling_mode", "max_length", "doc_max_length", "skip_instruction", "bidirectional")
-TRAINING_STAGES = ("mntp", "simcse")  # their max_length is the training cut; encoders read 512 (llm2vec)
+CONTRASTIVE_STAGES = ("simcse", "supervised")  # an adapter over base + MNTP chain, loaded alone
+TRAINING_STAGES = ("mntp", *CONTRASTIVE_STAGES)  # their max_length is the training cut; encoders read 512 (llm2vec)
 LAYOUTS = {
     "base": "config.json + model weights (a plain decoder)",
     "base+adapter": "config.json + adapter_config.json (llm2vec MNTP output, McGill *-mntp)",
     "adapter": "adapter_config.json + adapter weights, no config.json (bggpt-mntp, *-simcse)",
     "bg2vec-mntp": "a bg2vec mntp output (bg2vec_config.json stage mntp)",
     "bg2vec-simcse": "a bg2vec simcse output (bg2vec_config.json stage simcse)",
+    "bg2vec-supervised": "a bg2vec supervised output (bg2vec_config.json stage supervised)",
     "bg2vec-encoder": "a Bg2Vec.save folder (bg2vec_config.json stage encoder)",
     "sentence-transformers": "a sentence-transformers folder (modules.json)",
 }
@@ -214,7 +217,7 @@ def _recorded_model(
             fix="pass base_model_name_or_path=<the base model> and peft_model_name_or_path=<this folder>",
         )
     base = recorded_reference(recorded, folder)
-    mntp = description.get("mntp_adapter") if layout in ("bg2vec-simcse", "bg2vec-encoder") else None
+    mntp = description.get("mntp_adapter") if layout in ("bg2vec-simcse", "bg2vec-supervised", "bg2vec-encoder") else None
     if mntp:
         mntp = recorded_reference(mntp, folder)
         return resolve_model(base, mntp), (base, mntp)
@@ -227,7 +230,7 @@ def _layout(reference: str, folder: Path | None, files: set[str], setting: str) 
     stage = _read_json(folder / BG2VEC_CONFIG_FILE).get("stage")
     if ST_MODULES_FILE in files:
         return "sentence-transformers"
-    if stage in ("mntp", "simcse", "encoder"):
+    if stage in ("mntp", *CONTRASTIVE_STAGES, "encoder"):
         return f"bg2vec-{stage}"
     has_adapter = ADAPTER_CONFIG_FILE in files and any(name in files for name in ADAPTER_WEIGHTS_FILES)
     if "config.json" in files:
@@ -305,7 +308,7 @@ def _recorded_base(adapter: str) -> str | None:
     if not folder.is_dir():
         return None
     description = _read_json(folder / BG2VEC_CONFIG_FILE)
-    if description.get("stage") == "simcse":
+    if description.get("stage") in CONTRASTIVE_STAGES:
         return None  # its chain was checked when it was resolved
     value = description.get("base_model_name_or_path") or _read_json(folder / ADAPTER_CONFIG_FILE).get(
         "base_model_name_or_path"

@@ -32,6 +32,7 @@ so this folder is never mistaken for a "base with an embedded adapter" (which wo
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -47,21 +48,49 @@ from ..encoding.pooling import pool
 # --- the objective ------------------------------------------------------------------------------------------
 
 
-def info_nce_loss(anchors: torch.Tensor, positives: torch.Tensor, scale: float = 20.0) -> torch.Tensor:
-    """InfoNCE over in-batch negatives: the SimCSE loss, a.k.a. MultipleNegativesRankingLoss (sentence-transformers)
-    or llm2vec's HardNegativeNLLLoss without hard negatives.
+def info_nce_loss(
+    anchors: torch.Tensor,
+    positives: torch.Tensor,
+    scale: float = 20.0,
+    negatives: torch.Tensor | None = None,
+    symmetric: bool = False,
+    hard_negative_weight: float = 0.0,
+    positive_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """InfoNCE over in-batch (and hard) negatives: SimCSE's loss, llm2vec's HardNegativeNLLLoss, and
+    sentence-transformers' MultipleNegativesRankingLoss.
 
-    Row i of `anchors` must pick row i of `positives` among all rows of `positives` (the others are its
-    negatives): cross-entropy over cosine similarities times `scale`, where scale = 1/temperature
-    (20 ↔ τ = 0.05, SimCSE's and llm2vec's choice).
+    anchors (N, H), positives (N, H), negatives (M, H) or None → a scalar. Row i of `anchors` must pick row i of
+    `positives` among every positive and every negative: cross-entropy over cosine similarities times `scale`
+    (= 1/temperature; 20 ↔ τ = 0.05, SimCSE's and llm2vec's choice). Options beyond llm2vec's loss:
+    - `positive_ids` (N,): rows with the same id hold the same positive text; they are never each other's negative;
+    - `symmetric`: add the reverse term (each positive picks its anchor among all anchors), averaged with it;
+    - `hard_negative_weight` w > 0: add log(w) to the logits of the hard negatives (`negatives`), weighting them.
 
     >>> info_nce_loss(torch.eye(2), torch.eye(2))  # log(1 + e^-20): each anchor is far closest to its positive
     """
     if anchors.shape != positives.shape:
         raise ValueError(f"anchors {tuple(anchors.shape)} and positives {tuple(positives.shape)} must have one shape")
-    scores = F.normalize(anchors.float(), dim=-1) @ F.normalize(positives.float(), dim=-1).T * scale  # (N, N)
-    targets = torch.arange(scores.shape[0], device=scores.device)  # (N,): the diagonal holds the positive pairs
-    return F.cross_entropy(scores, targets)
+    queries = F.normalize(anchors.float(), dim=-1)  # (N, H)
+    documents = F.normalize(positives.float(), dim=-1)  # (N, H)
+    n = queries.shape[0]
+    scores = queries @ documents.T * scale  # (N, N): the diagonal holds the positive pairs
+    if positive_ids is not None:  # the same positive elsewhere in the batch is not a negative
+        same = positive_ids[:, None] == positive_ids[None, :]  # (N, N)
+        scores = scores.masked_fill(same & ~torch.eye(n, dtype=torch.bool, device=scores.device), float("-inf"))
+    if negatives is not None and negatives.shape[0] > 0:
+        hard = queries @ F.normalize(negatives.float(), dim=-1).T * scale  # (N, M)
+        if hard_negative_weight > 0:
+            hard = hard + math.log(hard_negative_weight)
+        scores = torch.cat([scores, hard], dim=1)  # (N, N + M)
+    targets = torch.arange(n, device=scores.device)  # (N,)
+    loss = F.cross_entropy(scores, targets)
+    if symmetric:  # each positive picks its own anchor among all anchors
+        reverse = documents @ queries.T * scale  # (N, N)
+        if positive_ids is not None:
+            reverse = reverse.masked_fill(same & ~torch.eye(n, dtype=torch.bool, device=reverse.device), float("-inf"))
+        loss = (loss + F.cross_entropy(reverse, targets)) / 2
+    return loss
 
 
 class _GatherWithGradient(torch.autograd.Function):
@@ -103,16 +132,26 @@ def gather_across_processes(local: torch.Tensor) -> torch.Tensor:
 
 
 def simcse_loss(
-    anchors: torch.Tensor, positives: torch.Tensor, scale: float, across_processes: bool = True
+    anchors: torch.Tensor,
+    positives: torch.Tensor,
+    scale: float,
+    across_processes: bool = True,
+    negatives: torch.Tensor | None = None,
+    **options: Any,
 ) -> torch.Tensor:
-    """`info_nce_loss` over the global batch: under several processes every process's texts are negatives.
+    """`info_nce_loss` over the global batch: under several processes every process's texts (hard negatives
+    included) are negatives, gathered with their gradients.
 
-    anchors, positives (n_r, H) on this process → the same scalar on every process. `across_processes=False`
-    keeps each process to its own texts (for processes that do not train one model together).
+    anchors, positives (n_r, H), negatives (m_r, H) on this process → the same scalar on every process.
+    `across_processes=False` keeps each process to its own texts (for processes that do not train one model
+    together). `options` go to `info_nce_loss` (`symmetric`, `hard_negative_weight`, `positive_ids`, gathered too).
     """
     if not across_processes:
-        return info_nce_loss(anchors, positives, scale)
-    return info_nce_loss(gather_across_processes(anchors), gather_across_processes(positives), scale)
+        return info_nce_loss(anchors, positives, scale, negatives, **options)
+    if options.get("positive_ids") is not None:
+        options["positive_ids"] = gather_across_processes(options["positive_ids"])
+    gathered_negatives = gather_across_processes(negatives) if negatives is not None else None
+    return info_nce_loss(gather_across_processes(anchors), gather_across_processes(positives), scale, gathered_negatives, **options)
 
 
 # --- what the embeddings look like (Wang & Isola 2020, arXiv 2005.10242) ---------------------------------------
@@ -251,9 +290,16 @@ class SimCSEModel(nn.Module):
         return self.decoder.config
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pooling_mask: torch.Tensor
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pooling_mask: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        hidden = self.decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state  # (B, T, H)
+        # position_ids: given for left-padded batches built as the encoder builds them (supervised training)
+        hidden = self.decoder(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        ).last_hidden_state  # (B, T, H)
         pooled = pool(self.pooling_mode, hidden.float(), pooling_mask, input_ids, attention_mask, self.bos_token_id)
         return pooled  # (B, H)
 

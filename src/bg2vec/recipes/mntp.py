@@ -37,6 +37,7 @@ from .trainer import (
     cap_sequence_length,
     apply_liger_kernels,
     enable_checkpointing,
+    final_evaluation,
     input_paths,
     main_process_first,
     quiet_unless_main,
@@ -169,7 +170,7 @@ def run_mntp(config: MNTPConfig, resume: str | bool | None = None, log=print) ->
         clear_output_dir(config.output_dir)  # every input checked: the earlier run's files (and checkpoints) go
     if config.do_train:
         train(trainer, checkpoint)
-    final = _final_evaluation(trainer) if do_eval else {}
+    final = final_evaluation(trainer) if do_eval else {}
 
     trainer.save_model(config.output_dir)
     history = trainer.state.log_history
@@ -184,12 +185,6 @@ def run_mntp(config: MNTPConfig, resume: str | bool | None = None, log=print) ->
     return MNTPResult(config.output_dir, rows, final, format_table(rows), model)
 
 
-def _final_evaluation(trainer: AdapterTrainer) -> dict[str, Any]:
-    """The last evaluation if it ran at the final step, else a fresh one."""
-    evaluations = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
-    if evaluations and evaluations[-1]["step"] == trainer.state.global_step:
-        return evaluations[-1]
-    return trainer.evaluate()
 
 
 def _save_run_description(model: MNTPModel, mask: MaskToken, config: MNTPConfig) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from ..data.blocks import (
     split_by_document,
     tokenize_documents,
 )
-from ..errors import ConfigError, DataError
+from ..errors import DataError
 from ..models.backbone import load_tokenizer
 from ..paths import CORPUS_CACHE, check_apart, check_output_dir, default_cache_dir
 

@@ -39,6 +39,7 @@ from .trainer import (
     cap_sequence_length,
     apply_liger_kernels,
     enable_checkpointing,
+    final_evaluation,
     input_paths,
     main_process_first,
     quiet_unless_main,
@@ -147,7 +148,7 @@ def run_simcse(config: SimCSEConfig, resume: str | bool | None = None, log=print
         clear_output_dir(config.output_dir)  # every input checked: the earlier run's files (and checkpoints) go
     if config.do_train:
         train(trainer, checkpoint)
-    final = _final_evaluation(trainer) if do_eval else {}
+    final = final_evaluation(trainer) if do_eval else {}
     similarities = []
     if pairs is not None:
         similarities = _pairs_before_and_after(
@@ -210,12 +211,6 @@ def build_simcse_model(config: SimCSEConfig, plan: ModelPlan, tokenizer) -> SimC
     return SimCSEModel(decoder, config.pooling_mode, tokenizer.bos_token_id)
 
 
-def _final_evaluation(trainer: SimCSETrainer) -> dict[str, Any]:
-    """The last evaluation if it ran at the final step, else a fresh one."""
-    evaluations = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
-    if evaluations and evaluations[-1]["step"] == trainer.state.global_step:
-        return evaluations[-1]
-    return trainer.evaluate()
 
 
 def _pairs_before_and_after(

@@ -16,15 +16,13 @@ from transformers.trainer_utils import EvalLoopOutput
 from ..errors import ConfigError
 from ..objectives.simcse import (
     evaluation_figures,
-    grad_cache_step,
     held_out_embeddings,
     pair_similarities,
     simcse_loss,
     spearman,
-    split_rows,
     two_views,
 )
-from .trainer import AdapterTrainer
+from .trainer import AdapterTrainer, gradient_cached_step
 
 
 class SimCSETrainer(AdapterTrainer):
@@ -65,22 +63,12 @@ class SimCSETrainer(AdapterTrainer):
         model.train()
         inputs = self._prepare_inputs(inputs)
         texts = inputs["input_ids"].shape[0]
-        steps = self.current_gradient_accumulation_steps
-
-        def encode(chunk: dict[str, torch.Tensor]) -> torch.Tensor:
-            with self.compute_loss_context_manager():
-                return model(**chunk)  # (b, H)
-
-        loss = grad_cache_step(
-            encode,
-            split_rows(two_views(inputs), self.mini_batch_size),
+        return gradient_cached_step(
+            self, model, two_views(inputs), self.mini_batch_size,
             lambda embeddings: simcse_loss(
                 embeddings[:texts], embeddings[texts:], self.loss_scale, self.accelerator.num_processes > 1
             ),
-            lambda surrogate: self.accelerator.backward(surrogate / steps),
-            no_sync=lambda: self.accelerator.no_sync(model),
         )
-        return loss / steps
 
     def get_eval_dataloader(self, eval_dataset=None):
         # Every held-out text counts: no drop_last here, whatever the training loader does.

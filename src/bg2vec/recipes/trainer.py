@@ -30,6 +30,7 @@ from ..models.architectures import STANDARD_LORA_TARGETS, ARCHITECTURES
 from ..config import TrainingSettings
 from ..errors import ConfigError, TrainingInterrupted, first_line
 from ..models.adapters import quiet_renames
+from ..objectives.simcse import grad_cache_step, split_rows
 from .checkpoints import checkpoints, publish, staging_folder
 
 def lora_targets(model: nn.Module, requested: list[str] | None) -> list[str]:
@@ -251,6 +252,32 @@ class AdapterTrainer(Trainer):
             output.metrics[key.removesuffix("_loss") + "_perplexity"] = math.exp(min(output.metrics[key], 50.0))
         output.metrics.update(self.task_metrics(metric_key_prefix))
         return output
+
+
+def final_evaluation(trainer: Trainer) -> dict[str, Any]:
+    """The last evaluation if it ran at the final step, else a fresh one."""
+    evaluations = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
+    if evaluations and evaluations[-1]["step"] == trainer.state.global_step:
+        return evaluations[-1]
+    return trainer.evaluate()
+
+
+def gradient_cached_step(trainer: Trainer, model: nn.Module, inputs: dict[str, torch.Tensor], size: int, loss) -> torch.Tensor:
+    """One training step by gradient caching: embed `inputs` `size` rows at a time without a graph, take the loss
+    (`loss(embeddings)`) and its gradient w.r.t. the embeddings, then back-propagate chunk by chunk (same
+    gradients as one pass; the memory of one chunk)."""
+    steps = trainer.current_gradient_accumulation_steps
+
+    def encode(chunk: dict[str, torch.Tensor]) -> torch.Tensor:
+        with trainer.compute_loss_context_manager():
+            return model(**chunk)  # (b, H)
+
+    value = grad_cache_step(
+        encode, split_rows(inputs, size), loss,
+        lambda surrogate: trainer.accelerator.backward(surrogate / steps),
+        no_sync=lambda: trainer.accelerator.no_sync(model),
+    )
+    return value / steps
 
 
 def cap_sequence_length(config: Any, positions: int | None, log) -> Any:

@@ -1,0 +1,126 @@
+"""Supervised contrastive data: (query, positive, hard negatives, instruction) rows, grouped by dataset.
+
+A JSON-lines file is one dataset (named by its file's stem); a folder is one dataset per `*.jsonl` file, which is
+llm2vec's E5 layout (`cache/echo-data/{allnli,fever,...}.jsonl`) read as it is. A row is
+`{"query": ..., "positive": ..., "negative": ... or [...], "instruction": ...}`; `negative` and `instruction` are
+optional. Without its own instruction, a row of an E5 dataset gets llm2vec's instruction for it (alternating
+between the two where llm2vec has two), written as llm2vec writes it ("...; " before the query).
+
+Batches hold one dataset at a time (llm2vec's sampler): each dataset's rows are shuffled and cut into full
+batches, the remainder is dropped, and the batches of all datasets are shuffled together, so in-batch negatives
+come from the same task.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ConfigError, DataError
+from .text_files import TextStream, lines_with_ends
+
+# llm2vec 0.2.3's E5_EMBEDDING_PROMPTS (llm2vec/dataset/E5Data.py): the instruction of each E5 dataset.
+E5_INSTRUCTIONS: dict[str, str | tuple[str, str]] = {
+    "allnli": ("Given a premise, retrieve a hypothesis that is entailed by the premise", "Retrieve semantically similar text"),
+    "dureader": "Given a Chinese search query, retrieve web passages that answer the question",
+    "eli5_question_answer": "Provided a user question, retrieve the highest voted answers on Reddit ELI5 forum",
+    "fever": "Given a claim, retrieve documents that support or refute the claim",
+    "hotpot_qa": "Given a multi-hop question, retrieve documents that can help answer the question",
+    "miracl": "Given a question, retrieve Wikipedia passages that answer the question",
+    "mrtydi": "Given a question, retrieve Wikipedia passages that answer the question",
+    "msmarco_passage": "Given a web search query, retrieve relevant passages that answer the query",
+    "msmarco_document": "Given a web search query, retrieve relevant documents that answer the query",
+    "nq": "Given a question, retrieve Wikipedia passages that answer the question",
+    "quora_duplicates": ("Given a question, retrieve questions that are semantically equivalent to the given question",
+                         "Find questions that have the same meaning as the input question"),
+    "squad": "Retrieve Wikipedia passages that answer the question",
+    "t2ranking": "Given a Chinese search query, retrieve web passages that answer the question",
+    "trivia_qa": "Retrieve Wikipedia passages that answer the question",
+}  # fmt: skip
+INSTRUCTION_END = "; "  # llm2vec's E5 queries read "{instruction}; {query}"
+
+
+@dataclass(frozen=True)
+class Triple:
+    """One training row: the query (with its instruction, left out of pooling), a positive, hard negatives."""
+
+    query: str
+    positive: str
+    negatives: tuple[str, ...] = ()
+    instruction: str = ""
+    dataset: str = ""
+
+
+@dataclass
+class TripleData:
+    """Rows per dataset, in file order."""
+
+    datasets: dict[str, list[Triple]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return sum(len(rows) for rows in self.datasets.values())
+
+
+def read_triples(path: str | Path, setting: str = "train_file") -> TripleData:
+    """The rows of a .jsonl file or of every .jsonl file in a folder (llm2vec's E5 layout), checked."""
+    source = Path(path)
+    if source.is_dir():
+        files = sorted(source.glob("*.jsonl"))
+        if not files:
+            raise ConfigError(setting, str(path), "a .jsonl file, or a folder of them (one per dataset)")
+    elif source.is_file():
+        files = [source]
+    else:
+        raise ConfigError(setting, str(path), "an existing .jsonl file or folder", fix="check the path")
+    data = TripleData()
+    for file in files:
+        dataset = file.stem.replace("_split1", "").replace("_split2", "")  # llm2vec joins the split halves
+        data.datasets.setdefault(dataset, []).extend(_read_file(file, dataset))
+    if len(data) == 0:
+        raise DataError(f"{setting}={str(path)!r} holds no rows")
+    return data
+
+
+def _read_file(file: Path, dataset: str) -> list[Triple]:
+    rows = []
+    with TextStream(str(file)) as stream:
+        for number, line in enumerate(lines_with_ends(stream), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{file}:{number} is not JSON ({exc.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("query"), str) or not isinstance(row.get("positive"), str):
+                raise DataError(f'{file}:{number} needs "query" and "positive" strings (and may have "negative", "instruction")')
+            negatives = row.get("negative", [])
+            negatives = [negatives] if isinstance(negatives, str) else negatives
+            if not isinstance(negatives, list) or not all(isinstance(n, str) for n in negatives):
+                raise DataError(f'{file}:{number}: "negative" must be a string or a list of strings')
+            instruction = row.get("instruction")
+            if instruction is None:
+                instruction = _e5_instruction(dataset, len(rows))
+            rows.append(Triple(row["query"], row["positive"], tuple(negatives), instruction, dataset))
+    return rows
+
+
+def _e5_instruction(dataset: str, index: int) -> str:
+    known = E5_INSTRUCTIONS.get(dataset)
+    if known is None:
+        return ""
+    text = known if isinstance(known, str) else known[index % 2]
+    return text + INSTRUCTION_END
+
+
+def dataset_batches(data: TripleData, batch_size: int, seed: int) -> list[list[Triple]]:
+    """Batches of `batch_size` rows of one dataset each, in a seeded random order (llm2vec's sampler)."""
+    generator = random.Random(seed)
+    batches = []
+    for name in sorted(data.datasets):
+        rows = list(data.datasets[name])
+        generator.shuffle(rows)
+        batches += [rows[start : start + batch_size] for start in range(0, len(rows) - batch_size + 1, batch_size)]
+    generator.shuffle(batches)
+    return batches
