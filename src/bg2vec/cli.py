@@ -185,6 +185,7 @@ def add_encode_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--normalize", action="store_true", help="L2-normalize the embeddings")
     parser.add_argument("--torch-dtype", default="auto", help="auto, float32, bfloat16 or float16 [default: auto]")
     parser.add_argument("--device", help="cpu, cuda, cuda:1... [default: cuda if available]")
+    parser.add_argument("--dim", type=int, help="keep the first DIM values (a Matryoshka prefix), then normalize if asked")
     parser.add_argument("--chunk-size", type=int, default=1024, help="rows read, encoded and written at a time [default: 1024]")
 
 
@@ -200,7 +201,7 @@ def _run_encode(args: argparse.Namespace, overrides: dict[str, str]) -> None:
     )
     rows = encode_file(
         encoder, args.input, args.output, batch_size=args.batch_size, chunk_size=args.chunk_size,
-        instruction=args.instruction, normalize_embeddings=args.normalize, device=args.device,
+        instruction=args.instruction, normalize_embeddings=args.normalize, device=args.device, dim=args.dim,
     )
     seconds = time.time() - started
     print(f"wrote {rows:,} embeddings ({encoder.settings.pooling_mode} pooling) to {args.output} in {seconds:.0f} s")

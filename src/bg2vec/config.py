@@ -321,7 +321,32 @@ SIMCSE_LOSS_CLASSES = ("HardNegativeNLLLoss",)
 
 
 @dataclass
-class SimCSEConfig(TrainingSettings):
+class MatryoshkaSettings:
+    """Matryoshka embeddings for the contrastive recipes: the loss on every listed prefix of the embedding."""
+
+    matryoshka_dims: list[int] | None = _help(
+        "Train these embedding prefixes to work alone (e.g. [4096, 1024, 256, 64]; sentence-transformers' "
+        "MatryoshkaLoss); encode(dim=D) / bg2vec encode --dim D keep the first D values. None: off.", None,
+    )
+    matryoshka_weights: list[float] | None = _help("Weight of each dim's loss (default 1 each).", None)
+
+    def __post_init__(self) -> None:
+        from .encoding.encoder import check_dims
+
+        if self.matryoshka_dims is not None:
+            check_dims(self.matryoshka_dims)
+        if self.matryoshka_weights is not None and (
+            self.matryoshka_dims is None or len(self.matryoshka_weights) != len(self.matryoshka_dims)
+        ):
+            raise ConfigError("matryoshka_weights", self.matryoshka_weights, "one weight per matryoshka_dims entry")
+
+    def matryoshka(self) -> dict[str, Any]:
+        """The loss options these settings give."""
+        return {"matryoshka_dims": self.matryoshka_dims, "matryoshka_weights": self.matryoshka_weights}
+
+
+@dataclass
+class SimCSEConfig(TrainingSettings, MatryoshkaSettings):
     """Unsupervised SimCSE (`bg2vec simcse`): contrastive LoRA training on top of Bi-MNTP.
 
     Every key of llm2vec's train_configs/simcse/*.json and Bg2Vec's bggpt-7b-simcse.json is accepted as is.
@@ -377,8 +402,8 @@ class SimCSEConfig(TrainingSettings):
     experiment_id: str | None = _help("llm2vec's run label; recorded in bg2vec_config.json.", None)
 
     def __post_init__(self) -> None:
-
         TrainingSettings.__post_init__(self)
+        MatryoshkaSettings.__post_init__(self)
         _check_choice("pooling_mode", self.pooling_mode, POOLING_MODES)
         _check_choice("loss_class", self.loss_class, SIMCSE_LOSS_CLASSES)
         if not 0.0 <= self.simcse_dropout < 1.0:
@@ -530,7 +555,7 @@ class EvaluateConfig:
 
 
 @dataclass
-class SupervisedConfig(TrainingSettings):
+class SupervisedConfig(TrainingSettings, MatryoshkaSettings):
     """Supervised contrastive training (`bg2vec supervised`): (query, positive, hard negatives) with instructions,
     on top of Bi-MNTP (llm2vec's run_supervised.py). llm2vec's train_configs/supervised/*.json keys are accepted."""
 
@@ -560,6 +585,7 @@ class SupervisedConfig(TrainingSettings):
 
     def __post_init__(self) -> None:
         TrainingSettings.__post_init__(self)
+        MatryoshkaSettings.__post_init__(self)
         _check_choice("pooling_mode", self.pooling_mode, POOLING_MODES)
         _check_choice("loss_class", self.loss_class, SIMCSE_LOSS_CLASSES)
         if not self.loss_scale > 0:

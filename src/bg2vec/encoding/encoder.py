@@ -48,6 +48,7 @@ class EncoderSettings:
     max_length: int = 512  # tokens of model input (special tokens + instruction + text)
     doc_max_length: int = 400  # a longer text is first cut by whole words to this many tokens
     skip_instruction: bool = True  # pool only the text's own tokens: no BOS, no instruction
+    matryoshka_dims: list[int] | None = None  # prefixes trained to stand alone (encode(dim=D) keeps the first D)
 
     def __post_init__(self) -> None:
         if self.pooling_mode not in POOLING_MODES:
@@ -58,6 +59,19 @@ class EncoderSettings:
                 raise ConfigError(name, value, "a positive whole number of tokens")
         if not isinstance(self.skip_instruction, bool):
             raise ConfigError("skip_instruction", self.skip_instruction, "true or false")
+        if self.matryoshka_dims is not None:
+            check_dims(self.matryoshka_dims)
+
+
+LLM2VEC_SETTING_KEYS = ("pooling_mode", "max_length", "doc_max_length", "skip_instruction")
+
+
+def check_dims(dims: Any, setting: str = "matryoshka_dims") -> list[int]:
+    """Matryoshka dims: distinct positive whole numbers."""
+    if not isinstance(dims, (list, tuple)) or not dims or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims) \
+            or len(set(dims)) != len(dims):
+        raise ConfigError(setting, dims, "a list of distinct positive whole numbers, e.g. [768, 512, 256, 128, 64]")
+    return list(dims)
 
 
 class Bg2Vec(nn.Module):
@@ -154,6 +168,7 @@ class Bg2Vec(nn.Module):
         convert_to_tensor: bool = False,
         normalize_embeddings: bool = False,
         device: str | torch.device | list[str | torch.device] | None = None,
+        dim: int | None = None,
     ) -> np.ndarray | torch.Tensor:
         """(N, H) float32 embeddings of `sentences` (texts or [instruction, text] pairs), in input order: a
         numpy array, or a CPU tensor with `convert_to_tensor=True` (or `convert_to_numpy=False`).
@@ -177,9 +192,20 @@ class Bg2Vec(nn.Module):
             embeddings = self._run(inputs, batches, self._devices(device), show)  # (N, H)
         finally:
             self.model.train(was_training)
+        if dim is not None:  # a Matryoshka prefix: the first `dim` values (normalized below if asked)
+            embeddings = embeddings[:, : self._checked_dim(dim)]
         if normalize_embeddings:
             embeddings = F.normalize(embeddings, dim=-1)
         return embeddings if convert_to_tensor or not convert_to_numpy else embeddings.numpy()
+
+    def _checked_dim(self, dim: int) -> int:
+        hidden = self.model.get_input_embeddings().weight.shape[1]
+        if not isinstance(dim, int) or isinstance(dim, bool) or not 1 <= dim <= hidden:
+            raise ConfigError("dim", dim, f"a whole number from 1 to the embedding size {hidden}")
+        trained = self.settings.matryoshka_dims
+        if trained and dim not in trained and dim != hidden:
+            warnings.warn(f"dim={dim} is not one of the trained Matryoshka dims {trained}", stacklevel=3)
+        return dim
 
     def _inputs(self, sentences: Any) -> list[ModelInput]:
         eos_text = None
@@ -267,7 +293,9 @@ class Bg2Vec(nn.Module):
         description = self.description(adapter_only, path)
         if adapter_only:
             portable_adapter_config(path, description["base_model_name_or_path"])
-        (path / LLM2VEC_CONFIG_FILE).write_text(json.dumps(asdict(self.settings), indent=2), encoding="utf-8")
+        # llm2vec passes every key of this file to its constructor: only the four it knows
+        llm2vec_settings = {k: v for k, v in asdict(self.settings).items() if k in LLM2VEC_SETTING_KEYS}
+        (path / LLM2VEC_CONFIG_FILE).write_text(json.dumps(llm2vec_settings, indent=2), encoding="utf-8")
         (path / BG2VEC_CONFIG_FILE).write_text(json.dumps(description, indent=2), encoding="utf-8")
         write_model_card(path, description)
 

@@ -35,9 +35,12 @@ from ..errors import ConfigError
 ST_POOLING = {"mean": "mean", "weighted_mean": "weightedmean", "last_token": "lasttoken", "bos_token": "cls"}
 
 
-def export_sentence_transformers(encoder: Bg2Vec, output_path: str | Path, prompts: dict[str, str] | None = None) -> Path:
+def export_sentence_transformers(
+    encoder: Bg2Vec, output_path: str | Path, prompts: dict[str, str] | None = None, truncate_dim: int | None = None
+) -> Path:
     """Write `encoder` as a sentence-transformers folder and return its path. `prompts` (name → text, e.g.
-    {"query": "Retrieve passages that answer the question: "}) become the model's named prompts.
+    {"query": "Retrieve passages that answer the question: "}) become the model's named prompts; `truncate_dim`
+    (a Matryoshka dim) makes sentence-transformers return that prefix of every embedding.
 
     >>> export_sentence_transformers(encoder, "outputs/bg2vec-st")
     >>> SentenceTransformer("outputs/bg2vec-st").encode(["София е столицата на България."])
@@ -65,6 +68,7 @@ def export_sentence_transformers(encoder: Bg2Vec, output_path: str | Path, promp
         "prompts": prompts or {},
         "default_prompt_name": None,
         "similarity_fn_name": "cosine",
+        **({"truncate_dim": encoder._checked_dim(truncate_dim)} if truncate_dim is not None else {}),
     })
     (path / "README.md").write_text(model_card(encoder, pooling_mode, exclude_bos, prompts or {}), encoding="utf-8")
     return path

@@ -137,6 +137,7 @@ def encode_file(
     normalize_embeddings: bool = False,
     device: str | None = None,
     show_progress_bar: bool = True,
+    dim: int | None = None,
 ) -> int:
     """Embed every row of `input_path` into `output_path`; returns the number of rows.
 
@@ -154,7 +155,7 @@ def encode_file(
             for chunk in read_chunks(source, chunk_size, instruction):
                 embeddings = encoder.encode(
                     chunk, batch_size=batch_size, show_progress_bar=False,
-                    normalize_embeddings=normalize_embeddings, device=device,
+                    normalize_embeddings=normalize_embeddings, device=device, dim=dim,
                 )
                 writer.write(embeddings)
                 progress.update(len(chunk))

@@ -35,7 +35,7 @@ from .references import PYPI_PREFIX, ModelReferenceError, resolve_model_referenc
 BG2VEC_CONFIG_FILE = "bg2vec_config.json"
 LLM2VEC_CONFIG_FILE = "llm2vec_config.json"
 ST_MODULES_FILE = "modules.json"
-ENCODER_SETTING_KEYS = ("pooling_mode", "max_length", "doc_max_length", "skip_instruction", "bidirectional")
+ENCODER_SETTING_KEYS = ("pooling_mode", "max_length", "doc_max_length", "skip_instruction", "bidirectional", "matryoshka_dims")
 CONTRASTIVE_STAGES = ("simcse", "supervised")  # an adapter over base + MNTP chain, loaded alone
 TRAINING_STAGES = ("mntp", *CONTRASTIVE_STAGES)  # their max_length is the training cut; encoders read 512 (llm2vec)
 LAYOUTS = {

@@ -144,14 +144,39 @@ def simcse_loss(
 
     anchors, positives (n_r, H), negatives (m_r, H) on this process → the same scalar on every process.
     `across_processes=False` keeps each process to its own texts (for processes that do not train one model
-    together). `options` go to `info_nce_loss` (`symmetric`, `hard_negative_weight`, `positive_ids`, gathered too).
+    together). `options` go to `info_nce_loss` (`symmetric`, `hard_negative_weight`, `positive_ids`, gathered too),
+    or with `matryoshka_dims` (and `matryoshka_weights`) to `matryoshka_loss`.
     """
-    if not across_processes:
-        return info_nce_loss(anchors, positives, scale, negatives, **options)
-    if options.get("positive_ids") is not None:
-        options["positive_ids"] = gather_across_processes(options["positive_ids"])
-    gathered_negatives = gather_across_processes(negatives) if negatives is not None else None
-    return info_nce_loss(gather_across_processes(anchors), gather_across_processes(positives), scale, gathered_negatives, **options)
+    dims, weights = options.pop("matryoshka_dims", None), options.pop("matryoshka_weights", None)
+    if across_processes:
+        if options.get("positive_ids") is not None:
+            options["positive_ids"] = gather_across_processes(options["positive_ids"])
+        negatives = gather_across_processes(negatives) if negatives is not None else None
+        anchors, positives = gather_across_processes(anchors), gather_across_processes(positives)
+    if dims:
+        return matryoshka_loss(anchors, positives, scale, dims, weights, negatives, **options)
+    return info_nce_loss(anchors, positives, scale, negatives, **options)
+
+
+def matryoshka_loss(
+    anchors: torch.Tensor,
+    positives: torch.Tensor,
+    scale: float,
+    dims: list[int],
+    weights: list[float] | None = None,
+    negatives: torch.Tensor | None = None,
+    **options: Any,
+) -> torch.Tensor:
+    """Σ_d w_d · info_nce_loss on the first d values of every embedding (sentence-transformers' MatryoshkaLoss):
+    each prefix is trained to work alone. anchors, positives (N, H), negatives (M, H); weights default to 1."""
+    weights = weights or [1.0] * len(dims)
+    if len(weights) != len(dims):
+        raise ValueError(f"{len(weights)} matryoshka_weights for {len(dims)} matryoshka_dims")
+    return sum(
+        weight * info_nce_loss(anchors[:, :d], positives[:, :d], scale,
+                               negatives[:, :d] if negatives is not None else None, **options)
+        for d, weight in zip(dims, weights)
+    )
 
 
 # --- what the embeddings look like (Wang & Isola 2020, arXiv 2005.10242) ---------------------------------------

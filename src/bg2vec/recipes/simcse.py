@@ -37,6 +37,7 @@ from .trainer import (
     add_lora,
     build_training_arguments,
     cap_sequence_length,
+    check_matryoshka,
     apply_liger_kernels,
     enable_checkpointing,
     final_evaluation,
@@ -142,6 +143,7 @@ def run_simcse(config: SimCSEConfig, resume: str | bool | None = None, log=print
         loss_scale=config.loss_scale,
         mini_batch_size=config.mini_batch_size,
         pairs=(pairs.first, pairs.second, pairs.scores) if pairs is not None else None,
+        loss_options=config.matryoshka(),
         task_scorer=task_scorer(config, tokenizer, config.pooling_mode) if do_eval else None,
     )
     if config.overwrite_output_dir and checkpoint is None:
@@ -207,6 +209,7 @@ def build_simcse_model(config: SimCSEConfig, plan: ModelPlan, tokenizer) -> SimC
         apply_liger_kernels(decoder)
     if config.gradient_checkpointing:
         enable_checkpointing(decoder)
+    check_matryoshka(config, decoder)
     decoder = add_lora(decoder, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
     return SimCSEModel(decoder, config.pooling_mode, tokenizer.bos_token_id)
 
@@ -258,6 +261,7 @@ def _save_run_description(config: SimCSEConfig) -> dict[str, Any]:
         "pooling_mode": config.pooling_mode,
         "max_length": config.max_seq_length,
         "skip_instruction": True,
+        "matryoshka_dims": config.matryoshka_dims,
         "torch_dtype": config.torch_dtype,
         "versions": {"transformers": transformers.__version__, "peft": peft.__version__, "torch": torch.__version__},
         "training_config": config_to_dict(config),

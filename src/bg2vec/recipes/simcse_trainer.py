@@ -36,10 +36,12 @@ class SimCSETrainer(AdapterTrainer):
         loss_scale: float,
         mini_batch_size: int | None = None,
         pairs: tuple[list[dict], list[dict], list[float]] | None = None,
+        loss_options: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.loss_scale = loss_scale
+        self.loss_options = loss_options or {}  # e.g. matryoshka_dims
         self.mini_batch_size = mini_batch_size
         self.pairs = pairs
         self.pair_cosines: dict[int, list[float]] = {}  # global step → cosine of each pair at that evaluation
@@ -54,7 +56,7 @@ class SimCSETrainer(AdapterTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         embeddings = model(**two_views(inputs))  # (2B, H)
         anchors, positives = embeddings.chunk(2)  # (B, H) each
-        loss = simcse_loss(anchors, positives, self.loss_scale, self.accelerator.num_processes > 1)
+        loss = simcse_loss(anchors, positives, self.loss_scale, self.accelerator.num_processes > 1, **self.loss_options)
         return (loss, embeddings) if return_outputs else loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):
@@ -66,7 +68,8 @@ class SimCSETrainer(AdapterTrainer):
         return gradient_cached_step(
             self, model, two_views(inputs), self.mini_batch_size,
             lambda embeddings: simcse_loss(
-                embeddings[:texts], embeddings[texts:], self.loss_scale, self.accelerator.num_processes > 1
+                embeddings[:texts], embeddings[texts:], self.loss_scale, self.accelerator.num_processes > 1,
+                **self.loss_options,
             ),
         )
 

@@ -40,6 +40,7 @@ from .trainer import (
     add_lora,
     build_training_arguments,
     cap_sequence_length,
+    check_matryoshka,
     enable_checkpointing,
     final_evaluation,
     input_paths,
@@ -107,7 +108,7 @@ def run_supervised(config: SupervisedConfig, resume: str | bool | None = None, l
         model=model, args=args, data_collator=TripleCollator(_input_rules(model, tokenizer, plan, config)), processing_class=tokenizer,
         callbacks=[StopAfterSteps(config.stop_after_n_steps)] if config.stop_after_n_steps else [],
         batches=mine, held_out=held_out, loss_scale=config.loss_scale, mini_batch_size=config.mini_batch_size,
-        loss_options={"symmetric": config.symmetric, "hard_negative_weight": config.hard_negative_weight},
+        loss_options={"symmetric": config.symmetric, "hard_negative_weight": config.hard_negative_weight, **config.matryoshka()},
         task_scorer=task_scorer(config, tokenizer, config.pooling_mode) if do_eval else None,
         eval_dataset=[0] if do_eval else None,
     )
@@ -172,6 +173,7 @@ def build_supervised_model(config: SupervisedConfig, plan: ModelPlan, tokenizer)
     )
     if config.gradient_checkpointing:
         enable_checkpointing(decoder)
+    check_matryoshka(config, decoder)
     decoder = add_lora(decoder, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
     return SimCSEModel(decoder, config.pooling_mode, tokenizer.bos_token_id)
 
@@ -192,7 +194,7 @@ def _save_run_description(config: SupervisedConfig) -> dict[str, Any]:
         "base_model_name_or_path": base,
         "mntp_adapter": portable_reference(mntp_adapter, output_dir) if mntp_adapter else None,
         "bidirectional": config.bidirectional, "pooling_mode": config.pooling_mode, "max_length": config.max_seq_length,
-        "skip_instruction": True, "torch_dtype": config.torch_dtype,
+        "skip_instruction": True, "matryoshka_dims": config.matryoshka_dims, "torch_dtype": config.torch_dtype,
         "versions": {"transformers": transformers.__version__, "peft": peft.__version__, "torch": torch.__version__},
         "training_config": config_to_dict(config),
     }

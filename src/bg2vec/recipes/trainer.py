@@ -254,6 +254,14 @@ class AdapterTrainer(Trainer):
         return output
 
 
+def check_matryoshka(config: Any, decoder: nn.Module) -> None:
+    """Every Matryoshka dim must fit in the model's embedding."""
+    dims = getattr(config, "matryoshka_dims", None)
+    hidden = decoder.get_input_embeddings().weight.shape[1]
+    if dims and max(dims) > hidden:
+        raise ConfigError("matryoshka_dims", dims, f"dims of at most the model's embedding size {hidden}")
+
+
 def final_evaluation(trainer: Trainer) -> dict[str, Any]:
     """The last evaluation if it ran at the final step, else a fresh one."""
     evaluations = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
