@@ -13,12 +13,13 @@ import shlex
 import signal
 import sys
 import time
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from .config import MNTPConfig, config_help, load_config
 from .config import SimCSEConfig, SupervisedConfig
-from .errors import Bg2VecError, TrainingInterrupted, first_line
+from .errors import Bg2VecError, ConfigError, TrainingInterrupted, first_line
 
 EXIT_BAD_INPUT = 2
 EXIT_ENVIRONMENT = 1  # the machine refused (disk full, I/O error): one line, no traceback
@@ -207,6 +208,38 @@ def _run_encode(args: argparse.Namespace, overrides: dict[str, str]) -> None:
     print(f"wrote {rows:,} embeddings ({encoder.settings.pooling_mode} pooling) to {args.output} in {seconds:.0f} s")
 
 
+def add_mining_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="the encoder that ranks the candidates (any model reference)")
+    parser.add_argument("--adapter", help="PEFT adapter on top of the model")
+    parser.add_argument("--input", required=True, help=".jsonl of {query, positive[, instruction]} rows, or an E5 folder")
+    parser.add_argument("--output", required=True, help=".jsonl of {query, positive, negative: [...]} rows")
+    parser.add_argument("--pool", help="more candidate texts: a .jsonl whose positives join the pool")
+    parser.add_argument("--negatives", type=int, default=1, help="hard negatives per row [default: 1]")
+    parser.add_argument("--top-k", type=int, default=50, help="candidates looked at per query [default: 50]")
+    parser.add_argument("--skip-top", type=int, default=0, help="ranks skipped before taking negatives [default: 0]")
+    parser.add_argument("--margin", type=float, default=0.0, help="skip candidates within this of the positive's cosine")
+    parser.add_argument("--max-score-ratio", type=float, default=0.95, help="skip candidates above this x the positive's cosine [default: 0.95]")
+    parser.add_argument("--batch-size", type=int, default=32, help="texts per forward pass [default: 32]")
+    parser.add_argument("--chunk-size", type=int, default=1024, help="queries scored at a time [default: 1024]")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    parser.add_argument("--torch-dtype", default="auto", help="auto, float32, bfloat16 or float16 [default: auto]")
+
+
+def _run_mining(args: argparse.Namespace, overrides: dict[str, str]) -> None:
+    from .encoding.encoder import Bg2Vec
+    from .encoding.mining import MiningSettings, mine_file
+
+    settings = MiningSettings(args.negatives, args.top_k, args.skip_top, args.margin, args.max_score_ratio,
+                              args.batch_size, args.chunk_size)
+    if not Path(args.input).exists():
+        raise ConfigError("--input", args.input, "an existing .jsonl file or folder", fix="check the path")
+    started = time.time()
+    encoder = Bg2Vec.from_pretrained(args.model, args.adapter, torch_dtype=args.torch_dtype)
+    counts = mine_file(encoder, args.input, args.output, settings, args.pool, args.overwrite)
+    print(f"wrote {counts['rows']:,} rows with {counts['negatives']:,} hard negatives "
+          f"({counts['rows_without_negative']:,} rows found none) to {args.output} in {time.time() - started:.0f} s")
+
+
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", action="append", dest="models", default=[], metavar="REF",
                         help="model to evaluate (repeat for several): Hub id, folder, .gguf or pypi: alias")
@@ -274,6 +307,11 @@ COMMANDS: dict[str, Command] = {
         _run_prepare,
     ),
     "encode": Command("Embed the texts of a .txt/.jsonl file into a .npy/.parquet file, streaming.", add_encode_arguments, _run_encode),
+    "mine-negatives": Command(
+        "Mine hard negatives for (query, positive) rows with an encoder: JSON lines in, triples out, streamed.",
+        add_mining_arguments,
+        _run_mining,
+    ),
     "evaluate": Command(
         "Score encoders on MTEB tasks and local task folders; a report (Markdown, PNG, JSON); earlier runs compared.",
         add_evaluate_arguments,
