@@ -22,7 +22,6 @@ from bg2vec import Bg2Vec, MNTPConfig, SimCSEConfig, run_mntp, run_simcse
 from bg2vec.encoding.export import export_sentence_transformers
 from bg2vec.errors import Bg2VecError, ConfigError
 from bg2vec.models.adapters import PEFT_0_12_LORA_KEYS
-from bg2vec.models.layouts import resolve_model
 from conftest import CORPUS
 from llm2vec_side import run_llm2vec, transformers4_copy
 

@@ -6,11 +6,8 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
-import pytest
 import torch
 
-from bg2vec import Bg2Vec
 from bg2vec.cli import main
 from bg2vec.data.triples import Triple
 from bg2vec.encoding.mining import MiningSettings, mine_negatives
