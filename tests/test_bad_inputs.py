@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 
 from bg2vec.cli import main
 
-COMMANDS = ("prepare", "mntp", "simcse", "encode")
+COMMANDS = ("prepare", "mntp", "simcse", "supervised", "encode")
 TEXTS = [f"{i}. Изречение номер {i}: София, Пловдив и Варна са градове в България." for i in range(40)]
 
 
@@ -65,6 +65,8 @@ def inputs(tiny_model_dirs, tmp_path_factory) -> Path:
     write("bad.jsonl", json.dumps({"text": TEXTS[0]}) + "\n{not json\n")
     write("fake.txt.gz", "this is not gzip data\n")
     write("pairs-without-scores.tsv", "sentence1\tsentence2\nа\tб\n")
+    write("triples.jsonl", "".join(json.dumps({"query": f"Въпрос {i}?", "positive": t, "negative": TEXTS[i - 1]},
+                                              ensure_ascii=False) + "\n" for i, t in enumerate(TEXTS)))
     (root / "data" / "bad-utf8.txt").write_bytes("добро\n".encode() + b"ok \xff bad\n")
     (root / "data" / "folder").mkdir()
     (root / "unknown-model").mkdir()
@@ -95,8 +97,10 @@ def training_values(command: str, w: World) -> dict:
         model_name_or_path=w.path("mistral"), train_file=w.path("data/train.txt"), output_dir=str(w.out),
         max_seq_length=16, max_steps=1, per_device_train_batch_size=2, do_eval=False, save_steps=1000,
     )
-    if command == "simcse":
+    if command in ("simcse", "supervised"):
         values["peft_model_name_or_path"] = w.path("mntp-mistral")
+    if command == "supervised":
+        values["dataset_file_path"] = values.pop("train_file").replace("train.txt", "triples.jsonl")
     return values
 
 
@@ -105,6 +109,8 @@ def config_argv(command: str, w: World, change: dict | None = None, raw: str | N
     config = w.out.parent / "run.json"
     values = training_values(command, w)
     for key, value in (change or {}).items():
+        if isinstance(value, str):  # "{root}/..." paths of the shared inputs, and the unwritable place
+            value = unwritable_path() if value == "UNWRITABLE" else value.replace("{root}", str(w.root))
         if value is None:
             values.pop(key, None)
         else:
@@ -288,6 +294,39 @@ BAD_INPUTS: dict[str, dict[str, tuple[Build, tuple[str, ...]]]] = {
                    ("pairs-without-scores.tsv", "score")),
     },
 }
+def _supervised(change: dict | None = None, words: tuple[str, ...] = (), **kwargs) -> tuple[Build, tuple[str, ...]]:
+    return (lambda w: config_argv("supervised", w, change, **kwargs)), words
+
+
+# `bg2vec supervised` meets every kind the other training commands meet (its data is a triples file)
+SUPERVISED_CASES = {
+    "malformed JSON config": _supervised(raw="{not json", words=("config file", "run.json")),
+    "list JSON config": _supervised(raw="[1, 2]", words=("config file", "JSON object")),
+    "wrong type": _supervised({"lora_r": "big"}, ("lora_r", "big")),
+    "out-of-range value": _supervised({"hard_negative_weight": -1}, ("hard_negative_weight",)),
+    "unknown key": _supervised({"lora_rank": 8}, ("lora_rank",)),
+    "missing model": _supervised({"model_name_or_path": "{root}/no-such-model"}, ("model_name_or_path", "no-such-model")),
+    "model is a file": _supervised({"model_name_or_path": "{root}/model-file.bin"}, ("model_name_or_path", "model-file.bin")),
+    "folder of no known model layout": _supervised({"model_name_or_path": "{root}/unknown-model"}, ("model_name_or_path", "notes.txt")),
+    "adapter for another base": _supervised({"model_name_or_path": "{root}/llama"}, ("llama", "mistral")),
+    "missing data file": _supervised({"dataset_file_path": "{root}/data/none.jsonl"}, ("dataset_file_path", "none.jsonl")),
+    "data is an empty folder": _supervised({"dataset_file_path": "{root}/data/folder"}, ("dataset_file_path", "folder")),
+    "non-UTF-8 data": _supervised({"dataset_file_path": "{root}/data/bad-utf8.txt"}, ("bad-utf8.txt", "byte 14")),
+    "empty data file": _supervised({"dataset_file_path": "{root}/data/empty.txt"}, ("dataset_file_path", "no rows")),
+    "bad JSON line": _supervised({"dataset_file_path": "{root}/data/bad.jsonl"}, ("bad.jsonl:1", "query")),
+    "too little data": _supervised({"per_device_train_batch_size": 64}, ("per_device_train_batch_size",)),
+    "existing output": _supervised({"output_dir": "{root}/foreign-results"}, ("output_dir", "overwrite_output_dir")),
+    "overwriting a folder bg2vec did not write": _supervised(
+        {"output_dir": "{root}/foreign-results", "overwrite_output_dir": True}, ("output_dir", "keep.txt")),
+    "output is a file": _supervised({"output_dir": "{root}/data/three.txt"}, ("output_dir", "not a file")),
+    "output is an input": _supervised({"output_dir": "{root}/mntp-mistral", "overwrite_output_dir": True},
+                                      ("output_dir", "peft_model_name_or_path")),
+    "output inside an input": _supervised({"output_dir": "{root}/mntp-mistral/sup"}, ("output_dir", "lies inside")),
+    "output cannot be created": _supervised({"output_dir": "UNWRITABLE"}, ("output_dir", "bg2vec-cannot-create")),
+    "resume without a checkpoint": _supervised(extra=["--resume"], words=("resume", "checkpoint")),
+}
+for _kind, _case in SUPERVISED_CASES.items():
+    BAD_INPUTS[_kind]["supervised"] = _case
 CASES = [(kind, command) for kind, by_command in BAD_INPUTS.items() for command in COMMANDS if command in by_command]
 
 
@@ -334,7 +373,7 @@ class _no_exit:
 def test_every_command_meets_every_kind_it_can():
     """The matrix is complete: each command is crossed with the bad inputs that can reach it."""
     per_command = {c: [k for k, by in BAD_INPUTS.items() if c in by] for c in COMMANDS}
-    assert {c: len(kinds) for c, kinds in per_command.items()} == {"prepare": 22, "mntp": 26, "simcse": 28, "encode": 16}
+    assert {c: len(kinds) for c, kinds in per_command.items()} == {"prepare": 22, "mntp": 26, "simcse": 28, "supervised": 22, "encode": 16}
     assert not [k for k, by in BAD_INPUTS.items() if not by], "every kind reaches a command"
 
 
@@ -478,7 +517,7 @@ def test_resume_with_every_checkpoint_damaged_is_one_line(inputs, tmp_path, caps
     assert_one_error_line(capsys.readouterr().err, "resume", "damaged")
 
 
-@pytest.mark.parametrize("command", ["mntp", "simcse"])
+@pytest.mark.parametrize("command", ["mntp", "simcse", "supervised"])
 def test_ctrl_c_prints_where_it_stopped_and_how_to_resume(command, inputs, tmp_path):
     out = tmp_path / f"{command}-interrupted"
     values = {**training_values(command, World(inputs, out)), "max_steps": 400, "save_steps": 2}
@@ -517,7 +556,7 @@ def test_overwriting_a_bg2vec_output_replaces_its_old_checkpoints(inputs, tmp_pa
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
 
 
-@pytest.mark.parametrize("command", ["mntp", "simcse"])
+@pytest.mark.parametrize("command", ["mntp", "simcse", "supervised"])
 def test_max_seq_length_beyond_the_positions_is_capped_with_a_warning(command, inputs, tmp_path, capsys):
     out = tmp_path / "capped"
     config = write_run(tmp_path, {**training_values(command, World(inputs, out)), "max_seq_length": 1000})

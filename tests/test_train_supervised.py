@@ -117,3 +117,16 @@ def test_cli_and_bad_input(inputs, tmp_path, capsys):
     config.write_text(json.dumps({**values, "per_device_train_batch_size": 4, "max_steps": 2}))
     assert main(["supervised", str(config)]) == 0
     assert "saved adapter" in capsys.readouterr().out
+
+
+def test_the_demo_preset_parses_and_reads_the_shipped_set():
+    from pathlib import Path
+
+    from bg2vec.config import load_config
+    from bg2vec.data.triples import read_triples
+
+    root = Path(__file__).resolve().parent.parent
+    config = load_config(SupervisedConfig, root / "configs" / "demo-supervised.json")
+    assert config.peft_model_name_or_path == "outputs/demo-mntp"
+    train = read_triples(root / config.train_file)
+    assert len(train) == 1200 and all(t.negatives and t.instruction for t in train.datasets["train"])
