@@ -106,18 +106,25 @@ def test_liger_kernels_without_the_package_are_a_clear_error(tiny_model_dirs, co
         run_mntp(mntp_config(tiny_model_dirs, corpus_files, tmp_path / "liger", liger_kernel=True), log=quiet)
 
 
-@pytest.mark.parametrize("command, port", [("mntp", 29533), ("simcse", 29534)])
+@pytest.mark.parametrize("command, port", [("mntp", 29533), ("simcse", 29534), ("supervised", 29535)])
 def test_torchrun_with_two_processes_trains_once_and_reports_once(command, port, tiny_model_dirs, corpus_files, tmp_path):
     """A real DDP run (gloo on CPU): one set of logs and one table, checkpoints holding both ranks' RNG states."""
     out = tmp_path / "ddp"
     config = tmp_path / "ddp.json"
     held_out = tmp_path / "held-out.txt"  # texts of their own: SimCSE keeps only those not in train
     held_out.write_text("".join(f"Изречение {i} за проверка на модела.\n" for i in range(12)), encoding="utf-8")
-    config.write_text(json.dumps(dict(
+    values = dict(
         model_name_or_path=str(tiny_model_dirs["llama"]), train_file=str(corpus_files["train"]),
         validation_file=str(held_out), output_dir=str(out), max_seq_length=32,
         per_device_train_batch_size=2, max_steps=4, eval_steps=2, save_steps=2, lora_r=4, learning_rate=1e-2,
-    )))
+    )
+    if command == "supervised":  # rows of (query, positive, negative); held-out rows of their own
+        rows = [{"query": f"Въпрос {i}?", "positive": f"Отговор {i}.", "negative": f"Друг отговор {i + 1}."} for i in range(40)]
+        triples, held = tmp_path / "triples.jsonl", tmp_path / "held.jsonl"
+        triples.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[:32]), encoding="utf-8")
+        held.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[32:]), encoding="utf-8")
+        values.update(train_file=str(triples), validation_file=str(held))
+    config.write_text(json.dumps(values))
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),

@@ -77,3 +77,19 @@ def test_batches_hold_one_dataset_each_and_drop_the_remainder(tmp_path):
     assert all(len({t.dataset for t in batch}) == 1 for batch in batches)
     assert Counter(batch[0].dataset for batch in batches) == {name: 2 for name in E5_INSTRUCTIONS}
     assert dataset_batches(data, 2, seed=0) == batches and dataset_batches(data, 2, seed=1) != batches
+
+
+def test_a_saved_dataset_with_a_dataset_column_reads_too(tmp_path):
+    from datasets import Dataset
+
+    Dataset.from_dict({
+        "query": ["q1", "q2", "q3"], "positive": ["p1", "p2", "p3"], "negative": [["n1"], [], ["n3a", "n3b"]],
+        "dataset": ["fever", "fever", "mine"],
+    }).save_to_disk(tmp_path / "saved")
+    data = read_triples(tmp_path / "saved")
+    assert sorted(data.datasets) == ["fever", "mine"]
+    assert data.datasets["fever"][0].instruction == E5_INSTRUCTIONS["fever"] + "; "
+    assert data.datasets["mine"][0].negatives == ("n3a", "n3b")
+    Dataset.from_dict({"text": ["a"]}).save_to_disk(tmp_path / "wrong")
+    with pytest.raises(DataError, match="lacks the column"):
+        read_triples(tmp_path / "wrong")

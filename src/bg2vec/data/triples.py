@@ -1,7 +1,8 @@
 """Supervised contrastive data: (query, positive, hard negatives, instruction) rows, grouped by dataset.
 
 A JSON-lines file is one dataset (named by its file's stem); a folder is one dataset per `*.jsonl` file, which is
-llm2vec's E5 layout (`cache/echo-data/{allnli,fever,...}.jsonl`) read as it is. A row is
+llm2vec's E5 layout (`cache/echo-data/{allnli,fever,...}.jsonl`) read as it is; a `save_to_disk` folder or
+`hub:NAME` (a Hub dataset, its train split) with the same columns, grouped by a `dataset` column where it has one. A row is
 `{"query": ..., "positive": ..., "negative": ... or [...], "instruction": ...}`; `negative` and `instruction` are
 optional. Without its own instruction, a row of an E5 dataset gets llm2vec's instruction for it (alternating
 between the two where llm2vec has two), written as llm2vec writes it ("...; " before the query).
@@ -18,7 +19,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, first_line
 from .text_files import TextStream, lines_with_ends
 
 # llm2vec 0.2.3's E5_EMBEDDING_PROMPTS (llm2vec/dataset/E5Data.py): the instruction of each E5 dataset.
@@ -39,7 +40,8 @@ E5_INSTRUCTIONS: dict[str, str | tuple[str, str]] = {
     "t2ranking": "Given a Chinese search query, retrieve web passages that answer the question",
     "trivia_qa": "Retrieve Wikipedia passages that answer the question",
 }  # fmt: skip
-INSTRUCTION_END = "; "  # llm2vec's E5 queries read "{instruction}; {query}"
+INSTRUCTION_END = "; "
+HUB_PREFIX = "hub:"  # as bg2vec prepare names Hub datasets  # llm2vec's E5 queries read "{instruction}; {query}"
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ class TripleData:
 def read_triples(path: str | Path, setting: str = "train_file") -> TripleData:
     """The rows of a .jsonl file or of every .jsonl file in a folder (llm2vec's E5 layout), checked."""
     source = Path(path)
+    if str(path).startswith(HUB_PREFIX) or (source / "dataset_info.json").is_file() or (source / "dataset_dict.json").is_file():
+        return _from_dataset(str(path), setting)
     if source.is_dir():
         files = sorted(source.glob("*.jsonl"))
         if not files:
@@ -80,6 +84,31 @@ def read_triples(path: str | Path, setting: str = "train_file") -> TripleData:
         data.datasets.setdefault(dataset, []).extend(_read_file(file, dataset))
     if len(data) == 0:
         raise DataError(f"{setting}={str(path)!r} holds no rows")
+    return data
+
+
+def _from_dataset(path: str, setting: str) -> TripleData:
+    """Rows of a saved or Hub dataset (train split): query, positive, [negative, instruction, dataset] columns."""
+    from datasets import DatasetDict, load_dataset, load_from_disk
+
+    try:
+        loaded = load_dataset(path[len(HUB_PREFIX):]) if path.startswith(HUB_PREFIX) else load_from_disk(path)
+    except (OSError, ValueError, FileNotFoundError) as exc:
+        raise ConfigError(setting, path, "a readable save_to_disk folder or a reachable hub:NAME", fix=first_line(exc)) from None
+    table = loaded["train"] if isinstance(loaded, DatasetDict) else loaded
+    missing = [c for c in ("query", "positive") if c not in table.column_names]
+    if missing:
+        raise DataError(f"{setting}={path!r} lacks the column(s) {', '.join(missing)}; it has {', '.join(table.column_names)}")
+    data, name = TripleData(), Path(path.removeprefix(HUB_PREFIX)).name
+    for number, row in enumerate(table, start=1):
+        negatives = row.get("negative") or []
+        dataset = str(row.get("dataset") or name)
+        rows = data.datasets.setdefault(dataset, [])
+        instruction = row.get("instruction")
+        rows.append(Triple(row["query"], row["positive"], tuple([negatives] if isinstance(negatives, str) else negatives),
+                           _e5_instruction(dataset, len(rows)) if instruction is None else instruction, dataset))
+    if len(data) == 0:
+        raise DataError(f"{setting}={path!r} holds no rows")
     return data
 
 
