@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from ..objectives.masking import MaskToken, MNTPCollator, prepare_tokenizer
 from ..objectives.mntp import MNTPModel, masked_token_accuracy
 from ..paths import check_apart, check_output_dir, clear_output_dir
 from .checkpoints import resolve_checkpoint
-from .reporting import eval_rows, format_table, plot_curves, write_metrics
+from .reporting import TrainingResult, eval_rows, format_table, plot_curves, write_metrics
 from .trainer import (
     AdapterTrainer,
     StopAfterSteps,
@@ -52,15 +52,6 @@ PLOT_FILE = "mntp_curves.png"
 TABLE_COLUMNS = {"Accuracy": "eval_accuracy"}
 
 
-@dataclass
-class MNTPResult:
-    """What a finished run reports: where it wrote, the table rows and the final figures."""
-
-    output_dir: str
-    rows: list[dict[str, Any]]
-    final: dict[str, Any]
-    table: str
-    model: MNTPModel
 
 
 def build_mntp_model(config: MNTPConfig, plan: ModelPlan, tokenizer) -> MNTPModel:
@@ -106,7 +97,7 @@ def accuracy_metric(eval_prediction) -> dict[str, float]:
     return {"accuracy": masked_token_accuracy(predictions, eval_prediction.label_ids)}
 
 
-def run_mntp(config: MNTPConfig, resume: str | bool | None = None, log=print) -> MNTPResult:
+def run_mntp(config: MNTPConfig, resume: str | bool | None = None, log=print) -> TrainingResult:
     """Train a Bi-MNTP adapter as `config` says; `resume` = True (last checkpoint) or a checkpoint path."""
     log = quiet_unless_main(log)
     check_apart(config.output_dir, "output_dir", input_paths(config))
@@ -182,7 +173,7 @@ def run_mntp(config: MNTPConfig, resume: str | bool | None = None, log=print) ->
         write_model_card(config.output_dir, description, format_table(rows), data, trainer.state.global_step)
         write_metrics(config.output_dir, history, rows, final)
         plot_curves(history, Path(config.output_dir) / PLOT_FILE, "Bi-MNTP", list(columns.values()) if do_eval else None)
-    return MNTPResult(config.output_dir, rows, final, format_table(rows), model)
+    return TrainingResult(config.output_dir, rows, final, format_table(rows), model)
 
 
 

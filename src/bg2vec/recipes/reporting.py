@@ -4,10 +4,24 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 METRICS_FILE = "metrics.json"
+
+
+@dataclass
+class TrainingResult:
+    """What a finished training run reports: where it wrote, the table rows, the final figures, the trained
+    model, and (SimCSE with a pair file) each pair's similarity before and after."""
+
+    output_dir: str
+    rows: list[dict[str, Any]]
+    final: dict[str, Any]
+    table: str
+    model: Any
+    pairs: list[dict[str, Any]] = field(default_factory=list)
 
 
 def eval_rows(log_history: list[dict[str, Any]], metric_keys: dict[str, str]) -> list[dict[str, Any]]:

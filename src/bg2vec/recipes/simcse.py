@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from ..config import SimCSEConfig, config_to_dict
 from ..errors import ConfigError, DataError
 from ..paths import check_apart, check_output_dir, clear_output_dir
 from .checkpoints import resolve_checkpoint
-from .reporting import eval_rows, format_table, plot_curves, write_metrics
+from .reporting import TrainingResult, eval_rows, format_table, plot_curves, write_metrics
 from ..objectives.simcse import SimCSEModel, pair_similarities, set_attention_dropout
 from .simcse_trainer import SimCSETrainer
 from ..data.texts import EvalPairs, SimCSECollator, eval_pairs, simcse_datasets
@@ -55,19 +54,9 @@ PLOT_FILE = "simcse_curves.png"
 TABLE_COLUMNS = {"Alignment": "eval_alignment", "Uniformity": "eval_uniformity"}
 
 
-@dataclass
-class SimCSEResult:
-    """What a finished run reports: where it wrote, the table rows, the final figures and the pair similarities."""
-
-    output_dir: str
-    rows: list[dict[str, Any]]
-    final: dict[str, Any]
-    table: str
-    model: SimCSEModel
-    pairs: list[dict[str, Any]]
 
 
-def run_simcse(config: SimCSEConfig, resume: str | bool | None = None, log=print) -> SimCSEResult:
+def run_simcse(config: SimCSEConfig, resume: str | bool | None = None, log=print) -> TrainingResult:
     """Train a SimCSE adapter as `config` says; `resume` = True (last checkpoint) or a checkpoint path."""
     log = quiet_unless_main(log)
     check_apart(config.output_dir, "output_dir", input_paths(config))
@@ -167,7 +156,7 @@ def run_simcse(config: SimCSEConfig, resume: str | bool | None = None, log=print
         write_model_card(config.output_dir, description, format_table(rows), data, trainer.state.global_step)
         write_metrics(config.output_dir, history, rows, final, pairs=similarities)
         plot_curves(history, Path(config.output_dir) / PLOT_FILE, "SimCSE", list(columns.values()) if do_eval else None)
-    return SimCSEResult(config.output_dir, rows, final, format_table(rows), model, similarities)
+    return TrainingResult(config.output_dir, rows, final, format_table(rows), model, similarities)
 
 
 def check_negatives(per_device_batch: int, global_batch: int) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import random
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from ..models.layouts import BG2VEC_CONFIG_FILE, ModelPlan, portable_reference, 
 from ..objectives.simcse import SimCSEModel
 from ..paths import check_apart, check_output_dir, clear_output_dir
 from .checkpoints import resolve_checkpoint
-from .reporting import eval_rows, format_table, plot_curves, write_metrics
+from .reporting import TrainingResult, eval_rows, format_table, plot_curves, write_metrics
 from .simcse import prepare_tokenizer_for_pooling
 from .supervised_trainer import SupervisedTrainer, TripleCollator
 from .trainer import (
@@ -56,16 +55,9 @@ PLOT_FILE = "supervised_curves.png"
 TABLE_COLUMNS = {"Accuracy@1": "eval_accuracy", "MRR": "eval_mrr"}
 
 
-@dataclass
-class SupervisedResult:
-    output_dir: str
-    rows: list[dict[str, Any]]
-    final: dict[str, Any]
-    table: str
-    model: SimCSEModel
 
 
-def run_supervised(config: SupervisedConfig, resume: str | bool | None = None, log=print) -> SupervisedResult:
+def run_supervised(config: SupervisedConfig, resume: str | bool | None = None, log=print) -> TrainingResult:
     """Train a supervised contrastive adapter as `config` says; `resume` = True or a checkpoint path."""
     log = quiet_unless_main(log)
     check_apart(config.output_dir, "output_dir", input_paths(config))
@@ -128,7 +120,7 @@ def run_supervised(config: SupervisedConfig, resume: str | bool | None = None, l
                          trainer.state.global_step)
         write_metrics(config.output_dir, history, table_rows, final)
         plot_curves(history, Path(config.output_dir) / PLOT_FILE, "Supervised", list(columns.values()) if do_eval else None)
-    return SupervisedResult(config.output_dir, table_rows, final, format_table(table_rows), model)
+    return TrainingResult(config.output_dir, table_rows, final, format_table(table_rows), model)
 
 
 def _input_rules(model: SimCSEModel, tokenizer, plan: ModelPlan, config: SupervisedConfig):
