@@ -3,7 +3,8 @@ labelled positions, and bg2vec's chunked loss (256 positions at a time, each chu
 
 The reference is what a causal-LM head does (transformers' ForCausalLM, llm2vec's run_mntp): logits for every
 position, upcast to float32, shifted, cross-entropy with -100 ignored. "gathered" selects the positions that
-carry a label first (bg2vec before chunking); "chunked" is `chunked_mntp_loss`, what training runs now. Both run forward + backward w.r.t. the decoder output (the LM head is
+carry a label first (bg2vec before chunking); "chunked" is `chunked_mntp_loss`, what training runs now (the
+labelled positions, in chunks); "all-pos" is its variant that runs every position and never waits on the device. Both run forward + backward w.r.t. the decoder output (the LM head is
 frozen, as in bg2vec's default). Each measurement runs in a fresh process; memory is the growth of peak RSS
 (CPU) or of `torch.cuda.max_memory_allocated` (GPU) over the state after setup.
 
@@ -47,8 +48,10 @@ def measure(variant: str, vocab: int, rate: float, hidden: int, batch: int, seq:
             )
         elif variant == "gathered":
             loss = mntp_loss(*mntp_logits_at_labels(states, labels, head))
-        else:
+        elif variant == "chunked":
             loss = chunked_mntp_loss(states, labels, head)[0]
+        else:  # every position, nothing waits on the device
+            loss = chunked_mntp_loss(states, labels, head, gather=False)[0]
         loss.backward()
         states.grad = None
 
@@ -90,7 +93,7 @@ def main() -> None:
 
     print(f"B={args.batch} T={args.seq} H={args.hidden} dtype={args.dtype}; forward + backward of the loss only")
     header = (f"{'vocabulary':<26} {'masked':>6} | {'full MiB':>9} {'gathered':>9} {'chunked':>9} | {'gathered':>8} "
-              f"{'chunked':>8} | {'full s':>7} {'chunked s':>9}")
+              f"{'chunked':>8} | {'full s':>7} {'gathered s':>10} {'chunked s':>9} {'all-pos s':>9}")
     print(header)
     print("-" * len(header))
     for name, vocab in VOCABULARIES.items():
@@ -99,10 +102,12 @@ def main() -> None:
             full = run_isolated("full", *common)
             gathered = run_isolated("gathered", *common)
             chunked = run_isolated("chunked", *common)
+            synced_free = run_isolated("all-positions", *common)
             print(
                 f"{name:<26} {rate:>6.0%} | {full['peak_mib']:>9.0f} {gathered['peak_mib']:>9.0f} "
                 f"{chunked['peak_mib']:>9.0f} | {gathered['peak_mib'] / full['peak_mib']:>8.2f} "
-                f"{chunked['peak_mib'] / full['peak_mib']:>8.2f} | {full['seconds']:>7.2f} {chunked['seconds']:>9.2f}"
+                f"{chunked['peak_mib'] / full['peak_mib']:>8.2f} | {full['seconds']:>7.2f} {gathered['seconds']:>10.2f} "
+                f"{chunked['seconds']:>9.2f} {synced_free['seconds']:>9.2f}"
             )
     print(f"device: {full['device']}, torch threads: {_threads()}. The two ratio columns: peak memory / full "
           "(lower is better). MiB columns: peak memory growth of one forward + backward of the loss.")

@@ -84,8 +84,8 @@ def test_model_predictions_in_eval_mode(tiny_model_dirs):
     assert math.isfinite(out["loss"].item())
 
 
-@pytest.mark.parametrize("softcap, train_head", [(None, False), (30.0, True)])
-def test_chunked_loss_equals_the_gathered_loss_in_value_and_gradients(softcap, train_head):
+@pytest.mark.parametrize("softcap, train_head, gather", [(None, False, True), (30.0, True, True), (30.0, True, False)])
+def test_chunked_loss_equals_the_gathered_loss_in_value_and_gradients(softcap, train_head, gather):
     """Chunks of 7 positions (gradients taken chunk by chunk in the forward pass) give the loss and the gradients
     (w.r.t. the decoder output and a trained LM head) of computing every labelled position's logits at once."""
     from bg2vec.objectives.mntp import chunked_mntp_loss
@@ -97,7 +97,7 @@ def test_chunked_loss_equals_the_gathered_loss_in_value_and_gradients(softcap, t
 
     reference = mntp_loss(*mntp_logits_at_labels(hidden, labels, head, softcap))
     expected = torch.autograd.grad(reference, [hidden] + ([head.weight] if train_head else []))
-    chunked, _ = chunked_mntp_loss(hidden, labels, head, softcap, chunk_rows=7)
+    chunked, _ = chunked_mntp_loss(hidden, labels, head, softcap, chunk_rows=7, gather=gather)
     got = torch.autograd.grad(chunked, [hidden] + ([head.weight] if train_head else []))
     assert torch.allclose(chunked, reference, atol=1e-6)
     for a, b in zip(got, expected):

@@ -63,6 +63,7 @@ def chunked_mntp_loss(
     softcap: float | None = None,
     chunk_rows: int = CHUNK_ROWS,
     with_predictions: bool = False,
+    gather: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The MNTP loss (mean cross-entropy over labelled positions, i-1 shift), `chunk_rows` positions at a time.
 
@@ -70,11 +71,17 @@ def chunked_mntp_loss(
     (-100 where unlabelled). With gradients on, each chunk's gradients are computed in the forward pass, right
     after its logits (a fused linear cross-entropy), so memory holds one chunk of logits, never (B, T, V), and
     the logits are computed once. Equal to `mntp_loss(*mntp_logits_at_labels(...))` in value and gradients
-    (tested); every position is run, so no shape depends on the data and nothing waits on the device.
+    (tested). `gather` (training's choice) runs only the labelled positions: p of the LM head's work, for one
+    wait on the device per step (the count of labelled positions); without it every position runs and nothing
+    waits (the shapes never depend on the data).
     """
     predictors, targets = shift_for_next_token(hidden_states, labels)  # (B, T-1, H), (B, T-1)
-    rows = predictors.reshape(-1, predictors.shape[-1])  # (N, H), N = B(T-1)
-    ids = targets.reshape(-1)  # (N,)
+    if gather and not with_predictions:
+        selected = targets != IGNORE_INDEX  # (B, T-1)
+        rows, ids = predictors[selected], targets[selected]  # (N, H), (N,): N labelled positions
+    else:
+        rows = predictors.reshape(-1, predictors.shape[-1])  # (N, H), N = B(T-1)
+        ids = targets.reshape(-1)  # (N,)
     weight = lm_head.weight  # (V, H)
     if getattr(lm_head, "bias", None) is not None:
         raise ValueError("chunked_mntp_loss expects an LM head without bias (every supported decoder's)")
