@@ -198,15 +198,16 @@ def check_forbidden_lists():
 
 
 # --- reading .debs --------------------------------------------------------------------------
-def fetch_debs(work):
+def fetch_debs(work, packages=PACKAGES):
+    """The newest cached .deb of each package (apt-get download fetches the missing ones)."""
     debdir = os.path.join(work, "debs")
     os.makedirs(debdir, exist_ok=True)
-    missing = [p for p in PACKAGES if not glob.glob(os.path.join(debdir, p + "_*.deb"))]
+    missing = [p for p in packages if not glob.glob(os.path.join(debdir, p + "_*.deb"))]
     if missing:
         print(f"apt-get download {len(missing)} packages ...", file=sys.stderr)
         subprocess.run(["apt-get", "download", *missing], cwd=debdir, check=True)
     debs = {}
-    for p in PACKAGES:
+    for p in packages:
         found = sorted(glob.glob(os.path.join(debdir, p + "_*.deb")))
         if not found:
             raise SystemExit(f"missing {p}_*.deb in {debdir}")

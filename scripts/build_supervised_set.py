@@ -19,7 +19,7 @@ apt-get (to download missing .debs into WORK/debs):
 
 Output is deterministic for a given set of .debs (sorted input, random.Random(0)).
 """
-import argparse, fnmatch, glob, gettext, io, json, os, random, re, subprocess, sys
+import argparse, fnmatch, glob, gettext, io, json, os, random, re, sys
 from collections import defaultdict
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -107,19 +107,7 @@ def train_texts():
 
 # --- reading .debs --------------------------------------------------------------------------
 def fetch_debs(work):
-    debdir = os.path.join(work, "debs")
-    os.makedirs(debdir, exist_ok=True)
-    missing = [p for p in PACKAGES if not glob.glob(os.path.join(debdir, p + "_*.deb"))]
-    if missing:
-        print(f"apt-get download {len(missing)} packages ...", file=sys.stderr)
-        subprocess.run(["apt-get", "download", *missing], cwd=debdir, check=True)
-    debs = {}
-    for p in PACKAGES:
-        found = sorted(glob.glob(os.path.join(debdir, p + "_*.deb")))
-        if not found:
-            raise SystemExit(f"missing {p}_*.deb in {debdir}")
-        debs[p] = found[-1]
-    return debs
+    return ev.fetch_debs(work, PACKAGES)
 
 
 def singular_pairs(data):

@@ -18,7 +18,6 @@ from torch import nn
 from transformers import set_seed
 
 from .._version import __version__
-from ..encoding.model_card import write_model_card
 from ..models.adapters import portable_adapter_config
 from ..models.backbone import check_causal_lm, load_model, load_tokenizer, position_limit, training_device
 from ..models.layouts import BG2VEC_CONFIG_FILE, ModelPlan, portable_reference, resolve_model
@@ -28,7 +27,7 @@ from ..objectives.masking import MaskToken, MNTPCollator, prepare_tokenizer
 from ..objectives.mntp import MNTPModel, masked_token_accuracy
 from ..paths import check_apart, check_output_dir, clear_output_dir
 from .checkpoints import resolve_checkpoint
-from .reporting import TrainingResult, eval_rows, format_table, plot_curves, write_metrics
+from .reporting import TrainingResult
 from .trainer import (
     AdapterTrainer,
     StopAfterSteps,
@@ -38,6 +37,7 @@ from .trainer import (
     apply_liger_kernels,
     enable_checkpointing,
     final_evaluation,
+    finish_run,
     input_paths,
     main_process_first,
     quiet_unless_main,
@@ -163,17 +163,9 @@ def run_mntp(config: MNTPConfig, resume: str | bool | None = None, log=print) ->
         train(trainer, checkpoint)
     final = final_evaluation(trainer) if do_eval else {}
 
-    trainer.save_model(config.output_dir)
-    history = trainer.state.log_history
-    columns = {**TABLE_COLUMNS, **task_columns(config)}
-    rows = eval_rows(history, columns)
-    if trainer.is_world_process_zero():
-        description = _save_run_description(model, mask, config)
-        data = config.dataset_path or config.train_file or config.dataset_name
-        write_model_card(config.output_dir, description, format_table(rows), data, trainer.state.global_step)
-        write_metrics(config.output_dir, history, rows, final)
-        plot_curves(history, Path(config.output_dir) / PLOT_FILE, "Bi-MNTP", list(columns.values()) if do_eval else None)
-    return TrainingResult(config.output_dir, rows, final, format_table(rows), model)
+    data = config.dataset_path or config.train_file or config.dataset_name
+    return finish_run(trainer, model, config, final, {**TABLE_COLUMNS, **task_columns(config)},
+                      lambda: _save_run_description(model, mask, config), data, PLOT_FILE, "Bi-MNTP", do_eval)
 
 
 

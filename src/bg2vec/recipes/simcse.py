@@ -19,7 +19,6 @@ import torch
 from transformers import set_seed
 
 from .._version import __version__
-from ..encoding.model_card import write_model_card
 from ..models.adapters import portable_adapter_config
 from ..models.backbone import check_causal_lm, load_model, load_tokenizer, position_limit, training_device
 from ..models.layouts import BG2VEC_CONFIG_FILE, ModelPlan, portable_reference, resolve_model
@@ -27,7 +26,7 @@ from ..config import SimCSEConfig, config_to_dict
 from ..errors import ConfigError, DataError
 from ..paths import check_apart, check_output_dir, clear_output_dir
 from .checkpoints import resolve_checkpoint
-from .reporting import TrainingResult, eval_rows, format_table, plot_curves, write_metrics
+from .reporting import TrainingResult
 from ..objectives.simcse import SimCSEModel, pair_similarities, set_attention_dropout
 from .simcse_trainer import SimCSETrainer
 from ..data.texts import EvalPairs, SimCSECollator, eval_pairs, simcse_datasets
@@ -40,6 +39,7 @@ from .trainer import (
     apply_liger_kernels,
     enable_checkpointing,
     final_evaluation,
+    finish_run,
     input_paths,
     main_process_first,
     quiet_unless_main,
@@ -146,17 +146,10 @@ def run_simcse(config: SimCSEConfig, resume: str | bool | None = None, log=print
             model, pairs, collator, config.per_device_eval_batch_size, trainer.pair_cosines, trainer.state.global_step
         )
 
-    trainer.save_model(config.output_dir)
-    history = trainer.state.log_history
     columns = {**TABLE_COLUMNS, **({"Spearman": "eval_spearman"} if pairs else {}), **task_columns(config)}
-    rows = eval_rows(history, columns)
-    if trainer.is_world_process_zero():
-        description = _save_run_description(config)
-        data = config.dataset_file_path or config.dataset_path or config.train_file or config.dataset_name
-        write_model_card(config.output_dir, description, format_table(rows), data, trainer.state.global_step)
-        write_metrics(config.output_dir, history, rows, final, pairs=similarities)
-        plot_curves(history, Path(config.output_dir) / PLOT_FILE, "SimCSE", list(columns.values()) if do_eval else None)
-    return TrainingResult(config.output_dir, rows, final, format_table(rows), model, similarities)
+    data = config.dataset_file_path or config.dataset_path or config.train_file or config.dataset_name
+    return finish_run(trainer, model, config, final, columns, lambda: _save_run_description(config), data, PLOT_FILE,
+                      "SimCSE", do_eval, pairs=similarities)
 
 
 def check_negatives(per_device_batch: int, global_batch: int) -> None:

@@ -23,7 +23,6 @@ from transformers import set_seed
 from .._version import __version__
 from ..config import SupervisedConfig, config_to_dict
 from ..data.triples import Triple, TripleData, dataset_batches, read_triples
-from ..encoding.model_card import write_model_card
 from ..errors import DataError
 from ..models.adapters import portable_adapter_config
 from ..models.backbone import check_causal_lm, load_model, load_tokenizer, position_limit, training_device
@@ -31,7 +30,7 @@ from ..models.layouts import BG2VEC_CONFIG_FILE, ModelPlan, portable_reference, 
 from ..objectives.simcse import SimCSEModel
 from ..paths import check_apart, check_output_dir, clear_output_dir
 from .checkpoints import resolve_checkpoint
-from .reporting import TrainingResult, eval_rows, format_table, plot_curves, write_metrics
+from .reporting import TrainingResult
 from .simcse import prepare_tokenizer_for_pooling
 from .supervised_trainer import SupervisedTrainer, TripleCollator
 from .trainer import (
@@ -42,6 +41,7 @@ from .trainer import (
     check_matryoshka,
     enable_checkpointing,
     final_evaluation,
+    finish_run,
     input_paths,
     quiet_unless_main,
     task_columns,
@@ -110,17 +110,9 @@ def run_supervised(config: SupervisedConfig, resume: str | bool | None = None, l
         train(trainer, checkpoint)
     final = final_evaluation(trainer) if do_eval else {}
 
-    trainer.save_model(config.output_dir)
-    history = trainer.state.log_history
-    columns = {**TABLE_COLUMNS, **task_columns(config)}
-    table_rows = eval_rows(history, columns)
-    if trainer.is_world_process_zero():
-        description = _save_run_description(config)
-        write_model_card(config.output_dir, description, format_table(table_rows), config.dataset_file_path or config.train_file,
-                         trainer.state.global_step)
-        write_metrics(config.output_dir, history, table_rows, final)
-        plot_curves(history, Path(config.output_dir) / PLOT_FILE, "Supervised", list(columns.values()) if do_eval else None)
-    return TrainingResult(config.output_dir, table_rows, final, format_table(table_rows), model)
+    return finish_run(trainer, model, config, final, {**TABLE_COLUMNS, **task_columns(config)},
+                      lambda: _save_run_description(config), config.dataset_file_path or config.train_file, PLOT_FILE,
+                      "Supervised", do_eval)
 
 
 def _input_rules(model: SimCSEModel, tokenizer, plan: ModelPlan, config: SupervisedConfig):

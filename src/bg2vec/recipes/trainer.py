@@ -31,7 +31,9 @@ from ..config import TrainingSettings
 from ..errors import ConfigError, TrainingInterrupted, first_line
 from ..models.adapters import quiet_renames
 from ..objectives.simcse import grad_cache_step, split_rows
+from ..encoding.model_card import write_model_card
 from .checkpoints import checkpoints, publish, staging_folder
+from .reporting import TrainingResult, eval_rows, format_table, plot_curves, write_metrics
 
 def lora_targets(model: nn.Module, requested: list[str] | None) -> list[str]:
     """The requested LoRA targets, or the architecture's defaults, keeping only names the model has."""
@@ -260,6 +262,20 @@ def check_matryoshka(config: Any, decoder: nn.Module) -> None:
     hidden = decoder.get_input_embeddings().weight.shape[1]
     if dims and max(dims) > hidden:
         raise ConfigError("matryoshka_dims", dims, f"dims of at most the model's embedding size {hidden}")
+
+
+def finish_run(trainer: Trainer, model: nn.Module, config: Any, final: dict[str, Any], columns: dict[str, str], describe,
+               data: str | None, plot_file: str, title: str, do_eval: bool, pairs: list[dict[str, Any]] | None = None) -> Any:
+    """Save what the run trained and, on the main process, its description (`describe()`), model card, metrics
+    (`final`: the last evaluation) and curves; return the run's `TrainingResult`."""
+    trainer.save_model(config.output_dir)
+    history = trainer.state.log_history
+    rows = eval_rows(history, columns)
+    if trainer.is_world_process_zero():
+        write_model_card(config.output_dir, describe(), format_table(rows), data, trainer.state.global_step)
+        write_metrics(config.output_dir, history, rows, final, **({"pairs": pairs} if pairs is not None else {}))
+        plot_curves(history, Path(config.output_dir) / plot_file, title, list(columns.values()) if do_eval else None)
+    return TrainingResult(config.output_dir, rows, final, format_table(rows), model, pairs or [])
 
 
 def final_evaluation(trainer: Trainer) -> dict[str, Any]:
