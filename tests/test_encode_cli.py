@@ -30,6 +30,15 @@ def test_txt_to_npy_in_chunks_equals_encode(tiny_model_dirs, encoder, tmp_path, 
     assert not list(tmp_path.glob("*.partial"))
 
 
+def test_several_devices_and_a_token_budget(tiny_model_dirs, encoder, tmp_path):
+    source = tmp_path / "texts.txt"
+    source.write_text("\n".join(TEXTS * 3) + "\n", encoding="utf-8")
+    args = ["encode", "--model", str(tiny_model_dirs["mistral"]), "--input", str(source), "--output", str(tmp_path / "out.npy"),
+            "--chunk-size", "5", "--device", "cpu,cpu", "--max-batch-tokens", "16", "--torch-dtype", "float32"]
+    assert main(args) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), encoder.encode(TEXTS * 3), atol=1e-5)
+
+
 def test_jsonl_to_parquet_with_instructions(tiny_model_dirs, encoder, tmp_path):
     source = tmp_path / "texts.jsonl"
     lines = [json.dumps("plain"), "", json.dumps(["Retrieve:", "a pair"]), json.dumps({"text": "an object", "instruction": "Q:"})]

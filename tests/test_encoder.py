@@ -113,10 +113,36 @@ def test_normalize_and_output_types(encoder):
     assert isinstance(encoder.encode(TEXTS[:1], convert_to_numpy=False), torch.Tensor)
 
 
-def test_several_devices_give_the_same_embeddings(encoder):
+def test_several_devices_run_a_process_each_kept_between_calls(encoder):
     one = encoder.encode(TEXTS, batch_size=1)
-    two = encoder.encode(TEXTS, batch_size=1, device=["cpu", "cpu"])
+    home = encoder.device
+    try:
+        two = encoder.encode(TEXTS, batch_size=1, device=["cpu", "cpu"])
+        pool = encoder._pool
+        pids = [w.pid for w in pool.workers]
+        assert len(set(pids)) == 2 and all(w.is_alive() for w in pool.workers)
+        again = encoder.encode(TEXTS[::-1], batch_size=2, device=["cpu", "cpu"])
+        assert encoder._pool is pool and [w.pid for w in pool.workers] == pids  # started once
+    finally:
+        encoder.stop_pool()
     np.testing.assert_allclose(one, two, atol=1e-6)
+    np.testing.assert_allclose(one[::-1], again, atol=1e-6)
+    assert encoder._pool is None and not any(w.is_alive() for w in pool.workers) and encoder.device == home
+
+
+def test_a_dead_worker_is_an_error_naming_its_device(encoder):
+    from bg2vec.encoding.devices import WorkerError
+
+    try:
+        encoder.encode(TEXTS, device=["cpu", "cpu"])
+        encoder._pool.workers[1].kill()
+        encoder._pool.workers[1].join()
+        with pytest.raises(WorkerError, match="worker on cpu stopped"):
+            encoder.encode(TEXTS * 8, batch_size=1, device=["cpu", "cpu"])
+        assert encoder._pool is None  # the broken pool is gone; the next call starts a new one
+        np.testing.assert_allclose(encoder.encode(TEXTS, device=["cpu", "cpu"]), encoder.encode(TEXTS), atol=1e-6)
+    finally:
+        encoder.stop_pool()
 
 
 @pytest.mark.parametrize(

@@ -185,7 +185,8 @@ def add_encode_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instruction", help="instruction paired with every plain text (left out of the pooling)")
     parser.add_argument("--normalize", action="store_true", help="L2-normalize the embeddings")
     parser.add_argument("--torch-dtype", default="auto", help="auto, float32, bfloat16 or float16 [default: auto]")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1... [default: cuda if available]")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1..., or several (cuda:0,cuda:1): a worker process each [default: cuda if available]")
+    parser.add_argument("--max-batch-tokens", type=int, help="padded tokens per forward pass (rows × longest) [default: no limit]")
     parser.add_argument("--dim", type=int, help="keep the first DIM values (a Matryoshka prefix), then normalize if asked")
     parser.add_argument("--chunk-size", type=int, default=1024, help="rows read, encoded and written at a time [default: 1024]")
 
@@ -200,12 +201,23 @@ def _run_encode(args: argparse.Namespace, overrides: dict[str, str]) -> None:
         args.model, args.adapter, merge_peft=args.merge_adapter, pooling_mode=args.pooling_mode,
         max_length=args.max_length, torch_dtype=args.torch_dtype,
     )
-    rows = encode_file(
-        encoder, args.input, args.output, batch_size=args.batch_size, chunk_size=args.chunk_size,
-        instruction=args.instruction, normalize_embeddings=args.normalize, device=args.device, dim=args.dim,
-    )
+    try:
+        rows = encode_file(
+            encoder, args.input, args.output, batch_size=args.batch_size, chunk_size=args.chunk_size,
+            instruction=args.instruction, normalize_embeddings=args.normalize, device=_devices(args.device), dim=args.dim,
+            max_batch_tokens=args.max_batch_tokens,
+        )
+    finally:
+        encoder.stop_pool()
     seconds = time.time() - started
     print(f"wrote {rows:,} embeddings ({encoder.settings.pooling_mode} pooling) to {args.output} in {seconds:.0f} s")
+
+
+def _devices(device: str | None) -> str | list[str] | None:
+    """`--device cuda:0,cuda:1` → a list (a worker process each); one name stays one device."""
+    if device is None or "," not in device:
+        return device
+    return [d.strip() for d in device.split(",") if d.strip()]
 
 
 def add_mining_arguments(parser: argparse.ArgumentParser) -> None:

@@ -7,17 +7,16 @@ The same model, adapter, pooling and inputs give llm2vec 0.2.3's embeddings (`in
 rules). What differs is on purpose: texts are sorted by token count (llm2vec: by characters) and tokenized once;
 position ids count from each row's first real token, so padding changes nothing (in llm2vec the RoPE offsets
 cancel only up to rounding); pooling runs in float32; attention is bidirectional at every batch size and for
-every architecture (`bidirectional.py`); there is no hidden multiprocessing: several devices are used only when
-`encode(device=[...])` names them.
+every architecture (`bidirectional.py`); batches are cut by a token budget as well as a row count
+(`batching.py`). Several devices are used only when `encode(device=[...])` names them: one worker process per
+device, started once and kept for later calls until `stop_pool()` (`devices.py`).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import sys
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -35,8 +34,10 @@ from ..models.backbone import load_model, load_tokenizer, merged_state_dict
 from ..models.layouts import BG2VEC_CONFIG_FILE, LLM2VEC_CONFIG_FILE, ModelPlan, portable_reference, resolve_model
 from ..models.bidirectional import is_bidirectional
 from ..errors import ConfigError
+from .batching import plan_batches
+from .devices import DevicePool, embed_features
 from .inputs import ChatFormat, InputBuilder, ModelInput, chat_format_for, collate, eos_text_for
-from .pooling import POOLING_MODES, pool
+from .pooling import POOLING_MODES
 
 
 
@@ -93,6 +94,7 @@ class Bg2Vec(nn.Module):
         self.name_or_path = name_or_path or getattr(model.config, "name_or_path", None)
         self.chat_format = chat_format
         self.plan = plan  # how it was loaded: `save` records the model under an unmerged adapter
+        self._pool: DevicePool | None = None  # worker processes of `encode(device=[...])`
         # llm2vec's choice; padding is masked, so this only has to be a token the model knows.
         tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "left"
@@ -169,27 +171,27 @@ class Bg2Vec(nn.Module):
         normalize_embeddings: bool = False,
         device: str | torch.device | list[str | torch.device] | None = None,
         dim: int | None = None,
+        max_batch_tokens: int | None = None,
     ) -> np.ndarray | torch.Tensor:
         """(N, H) float32 embeddings of `sentences` (texts or [instruction, text] pairs), in input order: a
         numpy array, or a CPU tensor with `convert_to_tensor=True` (or `convert_to_numpy=False`).
 
+        Batches hold at most `batch_size` texts and, if set, `max_batch_tokens` padded tokens (rows × longest).
         `device`: None keeps the model where it is; a device moves it there; a list of devices encodes on all
-        of them at once (the model is copied to each). The progress bar shows by default on a terminal.
+        of them at once, a worker process each (kept for later calls until `stop_pool()`). The progress bar
+        shows by default on a terminal.
 
         >>> encoder.encode(["Първи текст.", ["Retrieve similar sentences:", "Втори текст."]]).shape
         (2, 4096)
         """
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ConfigError("batch_size", batch_size, "a positive whole number")
         inputs = self._inputs(sentences)
-        # Longest first, so a batch too large for memory fails at once rather than at the end.
-        order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i].input_ids))
-        batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+        batches = plan_batches([len(item.input_ids) for item in inputs], batch_size, max_batch_tokens)
         show = show_progress_bar if show_progress_bar is not None else len(batches) > 1 and sys.stderr.isatty()
+        devices = self._devices(device)
         was_training = self.model.training
         self.model.eval()  # no dropout while encoding, whatever mode a caller left the model in
         try:
-            embeddings = self._run(inputs, batches, self._devices(device), show)  # (N, H)
+            embeddings = self._run(inputs, batches, devices, show)  # (N, H)
         finally:
             self.model.train(was_training)
         if dim is not None:  # a Matryoshka prefix: the first `dim` values (normalized below if asked)
@@ -197,6 +199,12 @@ class Bg2Vec(nn.Module):
         if normalize_embeddings:
             embeddings = F.normalize(embeddings, dim=-1)
         return embeddings if convert_to_tensor or not convert_to_numpy else embeddings.numpy()
+
+    def stop_pool(self) -> None:
+        """Stop the worker processes of `encode(device=[...])`; the model goes back where it was."""
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.close()
 
     def _checked_dim(self, dim: int) -> int:
         hidden = self.model.get_input_embeddings().weight.shape[1]
@@ -221,52 +229,46 @@ class Bg2Vec(nn.Module):
         devices = [torch.device(d) for d in (device if isinstance(device, (list, tuple)) else [device])]
         if not devices:
             raise ConfigError("device", device, "a device, a non-empty list of devices, or None")
-        self.model.to(devices[0])
+        if len(devices) == 1:
+            self.stop_pool()
+            self.model.to(devices[0])
+        elif self._pool is None or self._pool.devices != [str(d) for d in devices]:
+            self.stop_pool()
+            self._pool = DevicePool(self.model, self.settings.pooling_mode, self.tokenizer.bos_token_id, devices)
         return devices
 
     def _run(self, inputs: list[ModelInput], batches: list[list[int]], devices: list[torch.device], show: bool) -> torch.Tensor:
-        """Embed every batch (round-robin over `devices`, one thread each) and return them in input order."""
-        models = [self.model] + [copy.deepcopy(self.model).to(d) for d in devices[1:]]
-        results: dict[int, torch.Tensor] = {}
+        """Embed every batch (here, or on the pool's workers) and return the embeddings in input order."""
         progress = tqdm(total=len(inputs), desc="Encoding", unit="text", disable=not show)
-
-        def work(worker: int) -> None:
-            model, device = models[worker], devices[worker]
-            for b in range(worker, len(batches), len(devices)):
-                features = collate([inputs[i] for i in batches[b]], self.tokenizer.pad_token_id, self.settings.skip_instruction)
-                with torch.inference_mode():
-                    results[b] = self._embed(model, {k: v.to(device) for k, v in features.items()}).cpu()
-                progress.update(len(batches[b]))
-
+        features = (
+            (b, collate([inputs[i] for i in batch], self.tokenizer.pad_token_id, self.settings.skip_instruction))
+            for b, batch in enumerate(batches)
+        )
+        results: dict[int, torch.Tensor] = {}
         try:
             if len(devices) == 1:
-                work(0)
+                for b, batch_features in features:
+                    with torch.inference_mode():
+                        results[b] = self._embed(self.model, {k: v.to(devices[0]) for k, v in batch_features.items()}).cpu()
+                    progress.update(len(batches[b]))
             else:
-                with ThreadPoolExecutor(len(devices)) as executor:
-                    list(executor.map(work, range(len(devices))))
+                assert self._pool is not None
+                try:
+                    for b, embeddings in self._pool.embed(features):
+                        results[b] = embeddings
+                        progress.update(len(batches[b]))
+                except BaseException:
+                    self.stop_pool()  # batches may still be in flight: start afresh next time
+                    raise
         finally:
             progress.close()
-        sorted_embeddings = torch.cat([results[b] for b in range(len(batches))])  # (N, H) in sorted order
+        sorted_embeddings = torch.cat([results[b] for b in range(len(batches))])  # (N, H) in batch order
         embeddings = torch.empty_like(sorted_embeddings)
         embeddings[torch.tensor([i for batch in batches for i in batch])] = sorted_embeddings
         return embeddings
 
     def _embed(self, model: nn.Module, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        out = model(
-            input_ids=features["input_ids"],
-            attention_mask=features["attention_mask"],
-            position_ids=features["position_ids"],
-            use_cache=False,
-        )
-        hidden = out.last_hidden_state.float()  # (B, T, H)
-        return pool(
-            self.settings.pooling_mode,
-            hidden,
-            features["pooling_mask"],
-            input_ids=features["input_ids"],
-            attention_mask=features["attention_mask"],
-            bos_token_id=self.tokenizer.bos_token_id,
-        )
+        return embed_features(model, features, self.settings.pooling_mode, self.tokenizer.bos_token_id)
 
     # --- saving --------------------------------------------------------------------------------------------
 

@@ -135,9 +135,10 @@ def encode_file(
     chunk_size: int = 1024,
     instruction: str | None = None,
     normalize_embeddings: bool = False,
-    device: str | None = None,
+    device: str | list[str] | None = None,
     show_progress_bar: bool = True,
     dim: int | None = None,
+    max_batch_tokens: int | None = None,
 ) -> int:
     """Embed every row of `input_path` into `output_path`; returns the number of rows.
 
@@ -155,7 +156,7 @@ def encode_file(
             for chunk in read_chunks(source, chunk_size, instruction):
                 embeddings = encoder.encode(
                     chunk, batch_size=batch_size, show_progress_bar=False,
-                    normalize_embeddings=normalize_embeddings, device=device, dim=dim,
+                    normalize_embeddings=normalize_embeddings, device=device, dim=dim, max_batch_tokens=max_batch_tokens,
                 )
                 writer.write(embeddings)
                 progress.update(len(chunk))

@@ -73,7 +73,7 @@ class Bg2VecMTEB(AbsEncoder):
         model_name: str | Bg2Vec,
         revision: str | None = None,
         *,
-        device: str | None = None,
+        device: str | list[str] | None = None,
         name: str | None = None,
         prompts_dict: dict[str, str] | None = None,
         use_instructions: bool = True,
@@ -82,7 +82,7 @@ class Bg2VecMTEB(AbsEncoder):
         if isinstance(model_name, Bg2Vec):
             self.model = model_name
         else:
-            if device is not None:
+            if isinstance(device, str):  # several devices: a worker process each, started by encode
                 from_pretrained_kwargs.setdefault("device_map", device)
             self.model = Bg2Vec.from_pretrained(model_name, **from_pretrained_kwargs)
         self.device = device
