@@ -13,6 +13,9 @@ from pathlib import Path
 # Hub ids in the tests are served from a Hugging Face cache of the session's own (set before any HF import).
 os.environ["HF_HUB_CACHE"] = tempfile.mkdtemp(prefix="bg2vec-hub-cache-")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # read by huggingface_hub at import
+# Fixed torch threads in every test and CLI child, so runs compare bit for bit whatever else the machine does
+# (cpu_threads "auto" steps aside when it is set; tests/test_cpu_threads.py unsets it).
+os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 import pytest
 import torch

@@ -4,11 +4,13 @@ kernels asked for without the package, and a real two-process torchrun (gloo) of
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -82,11 +84,101 @@ def test_gradient_checkpointing_with_gradient_caching_trains_the_same_simcse_ada
     same_adapter(tmp_path / "plain", tmp_path / "both")
 
 
+def test_gradient_accumulation_trains_the_same_mntp_adapter_as_one_big_batch(tiny_model_dirs, corpus_files, tmp_path):
+    """The loss is summed over labelled tokens and divided by the step's count (the Trainer's num_items_in_batch),
+    so micro-batches with more masked tokens weigh more, exactly as in one batch of 4."""
+    run_mntp(mntp_config(tiny_model_dirs, corpus_files, tmp_path / "one"), log=quiet)
+    run_mntp(mntp_config(tiny_model_dirs, corpus_files, tmp_path / "two", per_device_train_batch_size=2,
+                         gradient_accumulation_steps=2), log=quiet)
+    same_adapter(tmp_path / "one", tmp_path / "two")
+
+
+def test_two_processes_train_the_same_mntp_adapter_as_one_with_the_same_global_batch(tiny_model_dirs, corpus_files, tmp_path):
+    """torchrun, 2 processes x 2 rows (gloo, real DDP) against 1 process x 4 rows: the same adapter."""
+    single = mntp_config(tiny_model_dirs, corpus_files, tmp_path / "single")
+    run_mntp(single, log=quiet)
+    config = tmp_path / "ddp.json"
+    values = {**{f.name: getattr(single, f.name) for f in dataclasses.fields(single) if f.name != "extra_training_args"},
+              "output_dir": str(tmp_path / "ddp"), "per_device_train_batch_size": 2}
+    config.write_text(json.dumps(values))
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29536",
+         "-m", "bg2vec.cli", "mntp", str(config)],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    same_adapter(tmp_path / "single", tmp_path / "ddp")
+
+
 def test_bf16_training_runs_on_the_cpu(tiny_model_dirs, corpus_files, tmp_path):
     result = run_mntp(mntp_config(tiny_model_dirs, corpus_files, tmp_path / "bf16", torch_dtype="bfloat16", bf16=True,
                                   do_eval=True, eval_steps=3), log=quiet)
     assert torch.isfinite(torch.tensor(result.final["eval_loss"]))
     assert Bg2Vec.from_pretrained(str(tmp_path / "bf16"), torch_dtype="bfloat16").encode(["Здравей"]).shape == (1, 64)
+
+
+def _fsdp_model(folder):
+    """The MNTP model of the recipe (lean LoRA on), with every LoRA B drawn so that each factor matters."""
+    torch.manual_seed(0)
+    causal = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    model = MNTPModel(add_lora(causal.get_decoder(), 4, 8, 0.0), causal.get_output_embeddings().requires_grad_(False))
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(parameter, std=0.1)
+    return model
+
+
+def _fsdp_step(model, ids):
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    (model(input_ids=ids)["last_hidden_state"] ** 2).mean().backward()
+    optimizer.step()
+
+
+FSDP_IDS = torch.arange(40).reshape(4, 10) % 50 + 5  # (4, 10): the global batch, 2 rows per process
+
+
+def _fsdp_worker(rank, folder, out):
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.fsdp import fully_shard
+
+    dist.init_process_group("gloo", init_method=f"file://{out}/rendezvous", rank=rank, world_size=2)
+    model = _fsdp_model(folder)
+    for layer in model.decoder.base_model.model.layers:
+        fully_shard(layer)
+    fully_shard(model)
+    _fsdp_step(model, FSDP_IDS[2 * rank : 2 * rank + 2])
+    sharded = type(next(model.parameters())).__name__
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if rank == 0:  # what the Trainer does under FSDP: gather the full state dict, save from it on rank 0
+        model.save_pretrained(f"{out}/fsdp", train_lm_head=False, state_dict=state)
+        Path(f"{out}/sharded").write_text(sharded)
+    os._exit(0)  # see test_simcse: tearing gloo down can deadlock
+
+
+def test_fsdp_sharded_training_saves_the_whole_adapter(tiny_model_dirs, tmp_path):
+    """Real FSDP (torch's fully_shard, 2 CPU processes over gloo): the parameters are shards (DTensors), and the
+    adapter saved from the gathered state dict equals one trained unsharded on the same global batch. (The
+    Trainer's own FSDP wiring needs GPUs: on CPUs accelerate runs DDP instead.)"""
+    import torch.multiprocessing as mp
+
+    workers = mp.spawn(_fsdp_worker, args=(str(tiny_model_dirs["llama"]), str(tmp_path)), nprocs=2, join=False)
+    deadline = time.monotonic() + 240
+    while not workers.join(timeout=5):  # True once every worker has exited (an error in one raises here)
+        assert time.monotonic() < deadline, "the FSDP workers did not finish within 240 s"
+    assert (tmp_path / "sharded").read_text() == "DTensor"
+    reference = _fsdp_model(tiny_model_dirs["llama"])
+    _fsdp_step(reference, FSDP_IDS)
+    reference.save_pretrained(tmp_path / "single", train_lm_head=False)
+    same_adapter(tmp_path / "single", tmp_path / "fsdp", atol=1e-6)
+
+
+def test_fsdp_without_gpus_says_it_runs_ddp(tiny_model_dirs, corpus_files, tmp_path):
+    from bg2vec.recipes.trainer import build_training_arguments
+
+    config = mntp_config(tiny_model_dirs, corpus_files, tmp_path / "o", extra_training_args={"fsdp": "full_shard"})
+    with pytest.warns(UserWarning, match="without GPUs accelerate runs plain DDP"):
+        build_training_arguments(config)
 
 
 def test_the_gathered_state_dict_is_what_gets_saved(tiny_model_dirs, tmp_path):

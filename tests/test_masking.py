@@ -68,6 +68,32 @@ def test_reproducible_under_a_seed():
     assert not torch.equal(a["labels"], c["labels"])
 
 
+@pytest.mark.parametrize("kind", ["all_mask", "default"])
+def test_a_row_is_masked_alike_in_any_batch_and_afresh_each_epoch(kind):
+    """Masks are per row: batch size, batch companions, padding, accumulation and processes change nothing."""
+    rows, masker = examples(n=8), collator(kind, 0.4, seed=3)
+    whole = masker(rows)
+    for part in (rows[:3], rows[3:], rows[5:7][::-1]):
+        batch = masker(part)
+        for i, row in enumerate(part):
+            j, n = rows.index(row), len(row["input_ids"])
+            assert torch.equal(batch["input_ids"][i, :n], whole["input_ids"][j, :n])
+            assert torch.equal(batch["labels"][i, :n], whole["labels"][j, :n])
+    masker.epoch = 1
+    assert not torch.equal(masker(rows)["labels"], whole["labels"])
+
+
+def test_masking_epoch_follows_the_trainer_state():
+    from types import SimpleNamespace
+
+    from bg2vec.objectives.masking import MaskingEpoch
+
+    masker = collator("all_mask", 0.3)
+    for epoch, expected in ((0.0, 0), (1.0, 1), (2.5, 2)):  # 2.5: a run resumed inside its third epoch
+        MaskingEpoch(masker).on_epoch_begin(None, SimpleNamespace(epoch=epoch), None)
+        assert masker.epoch == expected
+
+
 def test_padding_is_right_sided_with_attention_mask():
     batch = collator("all_mask", 0.5)([{"input_ids": [BOS, 11, 12]}, {"input_ids": [BOS, 11, 12, 13, 14]}])
     assert batch["input_ids"].shape == (2, 5)

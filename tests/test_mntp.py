@@ -111,6 +111,25 @@ def test_chunked_loss_equals_the_gathered_loss_in_value_and_gradients(softcap, t
     assert (predictions[labels[:, 1:] == IGNORE_INDEX] == IGNORE_INDEX).all()
 
 
+def test_num_items_in_batch_divides_the_summed_loss():
+    """The Trainer's count over the whole step replaces the batch's own: sum of token losses / count."""
+    from bg2vec.objectives.mntp import chunked_mntp_loss
+
+    torch.manual_seed(1)
+    head = torch.nn.Linear(8, 20, bias=False)
+    hidden = torch.randn(2, 6, 8, requires_grad=True)
+    labels = torch.where(torch.rand(2, 6) < 0.6, torch.randint(20, (2, 6)), torch.full((2, 6), IGNORE_INDEX))
+    logits, targets = mntp_logits_at_labels(hidden, labels, head)
+    summed = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad):
+            loss, _ = chunked_mntp_loss(hidden, labels, head, num_items_in_batch=torch.tensor(17))
+        assert torch.allclose(loss, summed / 17, atol=1e-6)
+    expected = torch.autograd.grad(summed / 17, hidden)[0]
+    loss, _ = chunked_mntp_loss(hidden, labels, head, chunk_rows=3, num_items_in_batch=17)
+    assert torch.allclose(torch.autograd.grad(loss, hidden)[0], expected, atol=1e-6)
+
+
 def test_chunked_loss_without_labels_is_zero_with_a_graph():
     from bg2vec.objectives.mntp import chunked_mntp_loss
 

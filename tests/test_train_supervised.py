@@ -72,7 +72,8 @@ def test_trains_on_e5_data_and_the_output_loads_alone_encoding_as_training_did(i
     out = tmp_path / "out"
     result = run_supervised(supervised_config(inputs, out), log=quiet)
     assert [row["Step"] for row in result.rows] == [0, 2, 4]
-    assert result.rows[-1]["Accuracy@1"] >= result.rows[0]["Accuracy@1"]
+    losses = [row["Validation Loss"] for row in result.rows]  # (accuracy@1 over 12 held-out rows moves by 1/12 steps)
+    assert losses[2] < losses[1] < losses[0] and all(0 <= row["Accuracy@1"] <= 1 for row in result.rows)
     description = json.loads((out / "bg2vec_config.json").read_text())
     assert description["stage"] == "supervised" and description["mntp_adapter"].endswith("mntp")
 

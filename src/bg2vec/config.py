@@ -75,6 +75,11 @@ class TrainingSettings:
         "torch_compile (a TrainingArguments key) passes through too.",
         False,
     )
+    cpu_threads: int | str = _help(
+        "Torch threads of a CPU run: auto (one per core, 4 per core while other processes keep a core busy, "
+        "checked every 5 s) or a number. OMP_NUM_THREADS, if set, wins.",
+        "auto",
+    )
     bf16: bool = _help("bfloat16 mixed precision (Ampere+ GPUs).", False)
     fp16: bool = _help("float16 mixed precision.", False)
     seed: int = _help("Seed for initialisation, data order and masking.", 42)
@@ -115,6 +120,10 @@ class TrainingSettings:
             _check_positive("stop_after_n_steps", self.stop_after_n_steps)
         if self.bf16 and self.fp16:
             raise ConfigError("bf16", self.bf16, "at most one of bf16 and fp16", fix="set fp16 to false")
+        if self.cpu_threads != "auto" and (
+            not isinstance(self.cpu_threads, int) or isinstance(self.cpu_threads, bool) or self.cpu_threads < 1
+        ):
+            raise ConfigError("cpu_threads", self.cpu_threads, '"auto" or a positive whole number')
 
 
 @dataclass

@@ -15,11 +15,12 @@ position i-1) is *not* applied here; it is written out in `mntp.py`.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase, TrainerCallback
 
 from ..errors import ConfigError
 
@@ -83,9 +84,10 @@ def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, mask_token_type: str) 
 class MNTPCollator:
     """Pads a list of `{"input_ids": [...]}` examples and masks them for MNTP.
 
-    The masks are a function of (`seed`, the batch's tokens), drawn from a generator of their own: a resumed
-    run masks exactly as an uninterrupted one, data-loader workers and processes agree, every evaluation
-    scores the same masked positions, and a reshuffled epoch (other batch contents) gets fresh masks.
+    Each row's mask is a function of (`seed`, `epoch`, the row's own tokens), drawn from a generator of its own:
+    whatever the batch size, gradient accumulation or number of processes, an example is masked alike (so two
+    processes of 2 rows train what one process of 4 does), a resumed run masks exactly as an uninterrupted one,
+    every evaluation scores the same masked positions, and each epoch gets fresh masks (`MaskingEpoch` sets it).
     """
 
     mask_token_id: int
@@ -95,6 +97,7 @@ class MNTPCollator:
     mlm_probability: float = 0.15
     collator_type: str = "default"
     seed: int = 0
+    epoch: int = 0
 
     def __post_init__(self) -> None:
         if self.collator_type not in COLLATOR_TYPES:
@@ -120,7 +123,7 @@ class MNTPCollator:
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         input_ids, attention_mask = self.pad([example["input_ids"] for example in examples])
-        input_ids, labels = self.mask(input_ids, attention_mask, self.generator_for(input_ids))
+        input_ids, labels = self.mask(input_ids, attention_mask)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
     def pad(self, sequences: list[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,28 +136,42 @@ class MNTPCollator:
             attention_mask[row, : len(sequence)] = 1
         return input_ids, attention_mask
 
-    def generator_for(self, input_ids: torch.Tensor) -> torch.Generator:
-        """A generator seeded by `seed` and the batch's token ids."""
-        digest = hashlib.blake2b(input_ids.numpy().tobytes(), digest_size=8, key=str(self.seed).encode()).digest()
+    def generator_for(self, row_ids: torch.Tensor) -> torch.Generator:
+        """A generator seeded by `seed`, `epoch` and one row's token ids (no padding)."""
+        message = row_ids.numpy().tobytes() + self.epoch.to_bytes(8, "little")
+        digest = hashlib.blake2b(message, digest_size=8, key=str(self.seed).encode()).digest()
         return torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
 
-    def mask(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, generator: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Choose and corrupt tokens; returns (corrupted ids, labels), both (B, T)."""
+    def mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Choose and corrupt tokens, row by row (each from its own generator); returns (corrupted ids, labels), (B, T)."""
         input_ids = input_ids.clone()
         labels = input_ids.clone()
         eligible = attention_mask.bool() & ~torch.isin(input_ids, self._special)  # (B, T)
-        probabilities = torch.full(input_ids.shape, self.mlm_probability)
-        chosen = torch.bernoulli(probabilities, generator=generator).bool() & eligible
-        labels[~chosen] = IGNORE_INDEX
-        if self.collator_type == "all_mask":
-            input_ids[chosen] = self.mask_token_id
-            return input_ids, labels
-        replace = torch.bernoulli(torch.full(input_ids.shape, 0.8), generator=generator).bool() & chosen
-        input_ids[replace] = self.mask_token_id
-        randomize = torch.bernoulli(torch.full(input_ids.shape, 0.5), generator=generator).bool()
-        randomize &= chosen & ~replace
-        random_ids = torch.randint(self.vocab_size, input_ids.shape, dtype=torch.long, generator=generator)
-        input_ids[randomize] = random_ids[randomize]
+        for row in range(input_ids.shape[0]):
+            length = int(attention_mask[row].sum())  # right-padded: the row's tokens come first
+            ids, row_labels = input_ids[row, :length], labels[row, :length]  # views: (L,) each
+            generator = self.generator_for(ids.clone())
+            chosen = torch.bernoulli(torch.full((length,), self.mlm_probability), generator=generator).bool()
+            chosen &= eligible[row, :length]
+            row_labels[~chosen] = IGNORE_INDEX
+            if self.collator_type == "all_mask":
+                ids[chosen] = self.mask_token_id
+                continue
+            replace = torch.bernoulli(torch.full((length,), 0.8), generator=generator).bool() & chosen
+            randomize = torch.bernoulli(torch.full((length,), 0.5), generator=generator).bool() & chosen & ~replace
+            random_ids = torch.randint(self.vocab_size, (length,), dtype=torch.long, generator=generator)
+            ids[replace] = self.mask_token_id
+            ids[randomize] = random_ids[randomize]
+        labels[~attention_mask.bool()] = IGNORE_INDEX
         return input_ids, labels
+
+
+class MaskingEpoch(TrainerCallback):
+    """Tells the collator which epoch is starting, so every epoch masks afresh (resumed runs included)."""
+
+    def __init__(self, collator: MNTPCollator) -> None:
+        self.collator = collator
+
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        self.collator.epoch = math.floor(state.epoch + 1e-9)  # a resumed run starts inside its epoch
+        return control

@@ -64,6 +64,7 @@ def chunked_mntp_loss(
     chunk_rows: int = CHUNK_ROWS,
     with_predictions: bool = False,
     gather: bool = True,
+    num_items_in_batch: torch.Tensor | int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The MNTP loss (mean cross-entropy over labelled positions, i-1 shift), `chunk_rows` positions at a time.
 
@@ -73,7 +74,9 @@ def chunked_mntp_loss(
     the logits are computed once. Equal to `mntp_loss(*mntp_logits_at_labels(...))` in value and gradients
     (tested). `gather` (training's choice) runs only the labelled positions: p of the LM head's work, for one
     wait on the device per step (the count of labelled positions); without it every position runs and nothing
-    waits (the shapes never depend on the data).
+    waits (the shapes never depend on the data). `num_items_in_batch` (the Trainer's count of labelled positions
+    over every micro-batch and process of the step) divides the summed loss instead of this batch's own count, so
+    gradient accumulation and DDP weigh every labelled token alike, as one big batch would.
     """
     predictors, targets = shift_for_next_token(hidden_states, labels)  # (B, T-1, H), (B, T-1)
     if gather and not with_predictions:
@@ -85,8 +88,10 @@ def chunked_mntp_loss(
     weight = lm_head.weight  # (V, H)
     if getattr(lm_head, "bias", None) is not None:
         raise ValueError("chunked_mntp_loss expects an LM head without bias (every supported decoder's)")
+    count = (ids != IGNORE_INDEX).sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch  # on the device
+    count = torch.as_tensor(count, device=rows.device)
     if torch.is_grad_enabled() and (rows.requires_grad or weight.requires_grad) and not with_predictions:
-        return _FusedLinearCrossEntropy.apply(rows, weight, ids, softcap, chunk_rows), None
+        return _FusedLinearCrossEntropy.apply(rows, weight, ids, softcap, chunk_rows, count), None
     with torch.no_grad() if not torch.is_grad_enabled() else torch.enable_grad():
         total = rows.new_zeros((), dtype=torch.float32)
         predicted = []
@@ -96,19 +101,18 @@ def chunked_mntp_loss(
             total = total + F.cross_entropy(logits, chunk_ids, ignore_index=IGNORE_INDEX, reduction="sum")
             if with_predictions:
                 predicted.append(torch.where(chunk_ids != IGNORE_INDEX, logits.argmax(dim=-1), IGNORE_INDEX))
-        loss = total / (ids != IGNORE_INDEX).sum().clamp(min=1)  # the count stays on the device
+        loss = total / count
     predictions = torch.cat(predicted).reshape(targets.shape) if with_predictions else None  # (B, T-1)
     return loss, predictions
 
 
 class _FusedLinearCrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy of `rows @ weight.T` (softcapped) against `ids`, -100 ignored, chunk by chunk; the
+    """Summed cross-entropy of `rows @ weight.T` (softcapped) against `ids` over `count`, -100 ignored, chunk by chunk; the
     gradients w.r.t. rows and weight are computed in the forward pass and scaled by the incoming gradient in
     the backward pass. Logits are float32, as `lm_logits` makes them."""
 
     @staticmethod
-    def forward(ctx, rows, weight, ids, softcap, chunk_rows):  # rows (N, H), weight (V, H), ids (N,)
-        count = (ids != IGNORE_INDEX).sum().clamp(min=1)  # () on the device
+    def forward(ctx, rows, weight, ids, softcap, chunk_rows, count):  # rows (N, H), weight (V, H), ids (N,), count ()
         grad_rows = torch.zeros_like(rows) if rows.requires_grad else None  # (N, H)
         grad_weight = torch.zeros_like(weight, dtype=torch.float32) if weight.requires_grad else None  # (V, H)
         total = rows.new_zeros((), dtype=torch.float32)
@@ -141,7 +145,7 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         return (
             grad_rows * scale.to(grad_rows.dtype) if grad_rows is not None else None,
             (grad_weight * scale).to(ctx.weight_dtype) if grad_weight is not None else None,
-            None, None, None,
+            None, None, None, None,
         )
 
 
@@ -162,8 +166,12 @@ class MNTPModel(nn.Module):
     """A (LoRA-wrapped) bidirectional decoder plus the LM head, trained with the MNTP objective.
 
     `forward` returns the loss and, in eval mode, the argmax predictions at labelled positions (-100
-    elsewhere), (B, T-1): small enough for the Trainer to gather for the accuracy metric.
+    elsewhere), (B, T-1): small enough for the Trainer to gather for the accuracy metric. It takes the
+    Trainer's `num_items_in_batch`, counted as for a causal LM (labels[:, 1:], the i-1 shift).
     """
+
+    accepts_loss_kwargs = True  # the Trainer passes num_items_in_batch ...
+    loss_type = "ForCausalLM"  # ... counted over labels[:, 1:], the positions the shifted loss predicts
 
     def __init__(self, decoder: nn.Module, lm_head: nn.Module, logit_softcap: float | None = None) -> None:
         super().__init__()
@@ -176,13 +184,18 @@ class MNTPModel(nn.Module):
         return self.decoder.config
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        num_items_in_batch: torch.Tensor | int | None = None,
     ) -> dict[str, torch.Tensor]:
         hidden = self.decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state  # (B, T, H)
         if labels is None:
             return {"last_hidden_state": hidden}
         loss, predictions = chunked_mntp_loss(
-            hidden, labels, self.lm_head, self.logit_softcap, with_predictions=not self.training
+            hidden, labels, self.lm_head, self.logit_softcap, with_predictions=not self.training,
+            num_items_in_batch=num_items_in_batch,
         )  # (), (B, T-1) in eval mode
         output = {"loss": loss}
         if predictions is not None:

@@ -23,14 +23,14 @@ from ..models.backbone import check_causal_lm, load_model, load_tokenizer, posit
 from ..models.layouts import BG2VEC_CONFIG_FILE, ModelPlan, portable_reference, resolve_model
 from ..config import MNTPConfig, config_to_dict
 from ..data.blocks import mntp_datasets
-from ..objectives.masking import MaskToken, MNTPCollator, prepare_tokenizer
+from ..objectives.masking import MaskingEpoch, MaskToken, MNTPCollator, prepare_tokenizer
 from ..objectives.mntp import MNTPModel, masked_token_accuracy
 from ..paths import check_apart, check_output_dir, clear_output_dir
 from .checkpoints import resolve_checkpoint
 from .reporting import TrainingResult
 from .trainer import (
     AdapterTrainer,
-    StopAfterSteps,
+    run_callbacks,
     add_lora,
     build_training_arguments,
     cap_sequence_length,
@@ -104,6 +104,7 @@ def run_mntp(config: MNTPConfig, resume: str | bool | None = None, log=print) ->
     check_output_dir(config.output_dir, config.overwrite_output_dir, bool(resume))
     checkpoint = resolve_checkpoint(config.output_dir, resume, log)
     wait_for_every_process()
+    callbacks = run_callbacks(config)  # cpu_threads from here on: loading and tokenizing too
     set_seed(config.seed)
 
     plan = check_causal_lm(resolve_model(config.model_name_or_path), config.cache_dir, config.trust_remote_code)
@@ -144,16 +145,16 @@ def run_mntp(config: MNTPConfig, resume: str | bool | None = None, log=print) ->
         # step 0 shows the untrained model, so the table says what training changed
         eval_on_start=do_eval and checkpoint is None,
     )
-    callbacks = [StopAfterSteps(config.stop_after_n_steps)] if config.stop_after_n_steps else []
     trainer = AdapterTrainer(
         model=model,
         args=args,
         train_dataset=datasets["train"],
         eval_dataset=datasets["validation"] if do_eval else None,
         data_collator=collator,
+        eval_data_collator=replace(collator),  # epoch 0 for good: every evaluation masks alike
         processing_class=tokenizer,
         compute_metrics=accuracy_metric if do_eval else None,
-        callbacks=callbacks,
+        callbacks=callbacks + [MaskingEpoch(collator)],
         save_kwargs={"train_lm_head": config.train_lm_head},
         task_scorer=task_scorer(config, tokenizer) if do_eval else None,
     )

@@ -31,7 +31,7 @@ from ..objectives.simcse import SimCSEModel, pair_similarities, set_attention_dr
 from .simcse_trainer import SimCSETrainer
 from ..data.texts import EvalPairs, SimCSECollator, eval_pairs, simcse_datasets
 from .trainer import (
-    StopAfterSteps,
+    run_callbacks,
     add_lora,
     build_training_arguments,
     cap_sequence_length,
@@ -63,6 +63,7 @@ def run_simcse(config: SimCSEConfig, resume: str | bool | None = None, log=print
     check_output_dir(config.output_dir, config.overwrite_output_dir, bool(resume))
     checkpoint = resolve_checkpoint(config.output_dir, resume, log)
     wait_for_every_process()
+    callbacks = run_callbacks(config)  # cpu_threads from here on: loading and tokenizing too
     global_batch = config.per_device_train_batch_size * int(os.environ.get("WORLD_SIZE", "1"))
     check_negatives(config.per_device_train_batch_size, global_batch)
     set_seed(config.seed)
@@ -120,7 +121,6 @@ def run_simcse(config: SimCSEConfig, resume: str | bool | None = None, log=print
         remove_unused_columns=False,
         label_names=[],
     )
-    callbacks = [StopAfterSteps(config.stop_after_n_steps)] if config.stop_after_n_steps else []
     trainer = SimCSETrainer(
         model=model,
         args=args,

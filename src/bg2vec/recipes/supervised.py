@@ -34,7 +34,7 @@ from .reporting import TrainingResult
 from .simcse import prepare_tokenizer_for_pooling
 from .supervised_trainer import SupervisedTrainer, TripleCollator
 from .trainer import (
-    StopAfterSteps,
+    run_callbacks,
     add_lora,
     build_training_arguments,
     cap_sequence_length,
@@ -64,6 +64,7 @@ def run_supervised(config: SupervisedConfig, resume: str | bool | None = None, l
     check_output_dir(config.output_dir, config.overwrite_output_dir, bool(resume))
     checkpoint = resolve_checkpoint(config.output_dir, resume, log)
     wait_for_every_process()
+    callbacks = run_callbacks(config)  # cpu_threads from here on: loading and tokenizing too
     set_seed(config.seed)
 
     plan = resolve_model(config.model_name_or_path, config.peft_model_name_or_path)
@@ -98,7 +99,7 @@ def run_supervised(config: SupervisedConfig, resume: str | bool | None = None, l
     )
     trainer = SupervisedTrainer(
         model=model, args=args, data_collator=TripleCollator(_input_rules(model, tokenizer, plan, config)), processing_class=tokenizer,
-        callbacks=[StopAfterSteps(config.stop_after_n_steps)] if config.stop_after_n_steps else [],
+        callbacks=callbacks,
         batches=mine, held_out=held_out, loss_scale=config.loss_scale, mini_batch_size=config.mini_batch_size,
         loss_options={"symmetric": config.symmetric, "hard_negative_weight": config.hard_negative_weight, **config.matryoshka()},
         task_scorer=task_scorer(config, tokenizer, config.pooling_mode) if do_eval else None,

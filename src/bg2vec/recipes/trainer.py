@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -47,9 +48,12 @@ def lora_targets(model: nn.Module, requested: list[str] | None) -> list[str]:
     return found
 
 
-def add_lora(decoder: PreTrainedModel, r: int, alpha: int, dropout: float, targets: list[str] | None = None):
-    """Wrap the inner decoder (not the LM head) in a fresh LoRA adapter: llm2vec's key layout."""
+def add_lora(decoder: PreTrainedModel, r: int, alpha: int, dropout: float, targets: list[str] | None = None, lean: bool = True):
+    """Wrap the inner decoder (not the LM head) in a fresh LoRA adapter: llm2vec's key layout. `lean`: the
+    projections and MLPs keep less for the backward pass (`models/lean_activations.py`; peft's numbers and files)."""
     from peft import LoraConfig, get_peft_model
+
+    from ..models.lean_activations import use_lean_activations
 
     config = LoraConfig(
         r=r,
@@ -60,7 +64,10 @@ def add_lora(decoder: PreTrainedModel, r: int, alpha: int, dropout: float, targe
         task_type=None,
     )
     with quiet_renames():
-        return get_peft_model(decoder, config)
+        model = get_peft_model(decoder, config)
+    if lean:
+        use_lean_activations(model)
+    return model
 
 
 def is_main_process() -> bool:
@@ -154,6 +161,9 @@ def build_training_arguments(config: TrainingSettings, **overrides: Any) -> Trai
     )
     values.update(config.extra_training_args)
     values.update(overrides)
+    if values.get("fsdp") and not torch.cuda.is_available():
+        warnings.warn("fsdp is set, but without GPUs accelerate runs plain DDP: every process holds the whole model",
+                      stacklevel=2)
     try:
         return TrainingArguments(**values)
     except (ValueError, TypeError) as exc:
@@ -181,16 +191,35 @@ class StopAfterSteps(TrainerCallback):
         return control
 
 
+def run_callbacks(config: Any) -> list[TrainerCallback]:
+    """The callbacks every training recipe runs with: `stop_after_n_steps`, and `cpu_threads` on a CPU."""
+    from .cpu_threads import cpu_thread_callbacks
+
+    stop = [StopAfterSteps(config.stop_after_n_steps)] if config.stop_after_n_steps else []
+    return stop + cpu_thread_callbacks(config.cpu_threads)
+
+
 class AdapterTrainer(Trainer):
     """A Trainer whose model saves only what it trains (`model.save_pretrained(dir, **save_kwargs)`) and
     reloads it on resume (`model.load_trained_weights(dir)`); evaluation also reports perplexity."""
 
     def __init__(
-        self, *args: Any, save_kwargs: dict[str, Any] | None = None, task_scorer: Any = None, **kwargs: Any
+        self, *args: Any, save_kwargs: dict[str, Any] | None = None, task_scorer: Any = None,
+        eval_data_collator: Any = None, **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.save_kwargs = save_kwargs or {}
         self.task_scorer = task_scorer  # decoder -> {task: main score}, at every evaluation (eval_tasks)
+        self.eval_data_collator = eval_data_collator  # None: the training collator evaluates too
+
+    def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
+        if self.eval_data_collator is None:
+            return super().get_eval_dataloader(eval_dataset)
+        training_collator, self.data_collator = self.data_collator, self.eval_data_collator
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = training_collator
 
     def task_metrics(self, prefix: str) -> dict[str, float]:
         """The eval_tasks' main scores for the model as it is now, as `{prefix}_{task}` metrics."""
