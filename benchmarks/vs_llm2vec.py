@@ -12,8 +12,11 @@ inputs (saved once, loaded by both). Each side does what it does by default:
 - SimCSE: llm2vec's `LLM2Vec` wrapper and `HardNegativeNLLLoss` over two forward passes (its run_simcse.py
   step) against bg2vec's `SimCSEModel` (both views in one forward) and `info_nce_loss`; attention dropout 0.3.
 Every measurement runs in a fresh process (llm2vec's in `.venv-llm2vec`: transformers 4.44.2, peft 0.12.0, the
-same torch); time is the median step after warm-up, memory the growth of peak RSS over the state after setup
-(`torch.cuda.max_memory_allocated` on a GPU). Both sides use the same number of torch threads (printed).
+same torch); time is the median step after warm-up. Memory is the peak of live tensor bytes during one more
+step, summed from the profiler's allocation events (the CPU counterpart of `torch.cuda.max_memory_allocated`,
+which a GPU run uses): the ratio of record. The growth of peak RSS is printed too; it also holds what the C
+allocator keeps after a free, so it tells less about the library. Both sides use the same number of torch
+threads (printed).
 The last line is machine-readable (ratios bg2vec / llm2vec; for memory and time lower is better, for
 throughput higher).
 """
@@ -83,8 +86,28 @@ def measure(side: str, workload: str, inputs: str, config: dict, steps: int, thr
         if number >= 2:
             seconds.append(time.perf_counter() - started)
     peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"seconds": statistics.median(seconds), "peak_mib": (peak - baseline) / 2**20, "threads": torch.get_num_threads(),
-            "trainable": sum(p.numel() for p in parameters)}
+    rss = (peak - baseline) / 2**20
+    return {"seconds": statistics.median(seconds), "peak_mib": rss if cuda else peak_tensor_mib(step, optimizer),
+            "rss_mib": rss, "threads": torch.get_num_threads(), "trainable": sum(p.numel() for p in parameters)}
+
+
+def peak_tensor_mib(step, optimizer) -> float:
+    """Most tensor memory alive at once during one train step on the CPU, from the profiler's allocation events."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as recorded:
+        step().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    changes = sorted(
+        (event.time_range.start, event.cpu_memory_usage if event.name == "[memory]" else event.self_cpu_memory_usage)
+        for event in recorded.events()
+    )
+    live = peak = 0
+    for _, change in changes:
+        live += change
+        peak = max(peak, live)
+    return peak / 2**20
 
 
 LORA = dict(r=16, lora_alpha=32, lora_dropout=0.05, bias="none", task_type=None,
@@ -219,13 +242,14 @@ def main() -> None:
             encoded = compare_encode(encode_folder(workdir, values), texts, 32, args.threads, 3, "mean", args.venv)
             ratios["encode_throughput"] = encoded["llm2vec_seconds"] / encoded["bg2vec_seconds"]
 
-    header = f"{'workload':<14} | {'bg2vec s':>9} {'llm2vec s':>9} {'ratio':>6} | {'bg2vec MiB':>10} {'llm2vec MiB':>11} {'ratio':>6} | trainable (ours / theirs)"
+    header = (f"{'workload':<14} | {'bg2vec s':>9} {'llm2vec s':>9} {'ratio':>6} | {'bg2vec MiB':>10} {'llm2vec MiB':>11} "
+              f"{'ratio':>6} | RSS MiB (ours / theirs) | trainable (ours / theirs)")
     print(header)
     print("-" * len(header))
     for name, ours, theirs in rows:
         print(f"{name:<14} | {ours['seconds']:>9.3f} {theirs['seconds']:>9.3f} {ours['seconds'] / theirs['seconds']:>6.2f} | "
               f"{ours['peak_mib']:>10.0f} {theirs['peak_mib']:>11.0f} {ours['peak_mib'] / theirs['peak_mib']:>6.2f} | "
-              f"{ours['trainable']:,} / {theirs['trainable']:,}")
+              f"{ours['rss_mib']:.0f} / {theirs['rss_mib']:.0f} | {ours['trainable']:,} / {theirs['trainable']:,}")
     if "encode" in chosen:
         print(f"{'encode':<14} | {len(texts) / encoded['bg2vec_seconds']:>7.0f}/s {len(texts) / encoded['llm2vec_seconds']:>7.0f}/s "
               f"{ratios['encode_throughput']:>6.2f} | {len(texts):,} sentences of data/bg/train.txt, batch 32, median of 3; "

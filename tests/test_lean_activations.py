@@ -95,3 +95,21 @@ def test_checkpointed_models_keep_their_mlps(tiny_model_dirs):
     decoder.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model = add_lora(decoder, 4, 8, 0.0, lean=False)
     assert use_lean_activations(model) == (7 * model.config.num_hidden_layers, 0)
+
+
+def test_a_simcse_run_trains_the_same_adapter_with_and_without(tiny_model_dirs, corpus_files, tmp_path):
+    """End to end, dropout on (LoRA 0.1, attention 0.1): the recipe's adapter is the same either way."""
+    from safetensors.torch import load_file
+
+    from bg2vec.config import SimCSEConfig
+    from bg2vec.recipes.simcse import run_simcse
+
+    common = dict(model_name_or_path=str(tiny_model_dirs["llama"]), train_file=str(corpus_files["train"]), max_seq_length=24,
+                  per_device_train_batch_size=8, max_steps=2, do_eval=False, save_steps=1000, lora_r=4, learning_rate=1e-2,
+                  seed=3, simcse_dropout=0.1, lora_dropout=0.1)
+    for lean in (True, False):
+        run_simcse(SimCSEConfig(**common, output_dir=str(tmp_path / str(lean)), lean_activations=lean), log=lambda *a, **k: None)
+    a, b = (load_file(str(tmp_path / name / "adapter_model.safetensors")) for name in ("True", "False"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key

@@ -70,6 +70,11 @@ class TrainingSettings:
     per_device_eval_batch_size: int = _help("Evaluation sequences per device.", 8)
     gradient_accumulation_steps: int = _help("Micro-batches accumulated per optimisation step.", 1)
     gradient_checkpointing: bool = _help("Recompute activations in the backward pass: less memory, ~30% slower.", False)
+    lean_activations: bool = _help(
+        "LoRA projections and gated MLPs keep less for the backward pass (the same numbers as peft's): about a "
+        "third less activation memory for a few % more step time.",
+        True,
+    )
     liger_kernel: bool = _help(
         "Liger's Triton kernels for RMSNorm, SwiGLU and RoPE (needs the liger-kernel package and a GPU). "
         "torch_compile (a TrainingArguments key) passes through too.",

@@ -190,7 +190,11 @@ def _write_documents(sources: list[Source], folder: Path, text_column: str, docu
     finally:
         progress.close()
     os.replace(partial, folder / DOCUMENTS_FILE)
-    (folder / SOURCES_FILE).write_text(json.dumps([s.stats for s in sources], indent=2), encoding="utf-8")
+    # sources.json marks the folder complete, and processes of one torchrun read it at once: write it whole or not
+    # at all (a reader that saw it half-written failed with "Expecting value", the torchrun tests' old flake)
+    partial_sources = folder / f"{SOURCES_FILE}.{os.getpid()}.partial"
+    partial_sources.write_text(json.dumps([s.stats for s in sources], indent=2), encoding="utf-8")
+    os.replace(partial_sources, folder / SOURCES_FILE)
 
 
 def _documents_table(texts: pa.Array) -> pa.Table:

@@ -73,7 +73,9 @@ def build_mntp_model(config: MNTPConfig, plan: ModelPlan, tokenizer) -> MNTPMode
     lm_head = _lm_head_for_training(lm_head, decoder, config.train_lm_head)
     if config.gradient_checkpointing:
         enable_checkpointing(decoder)
-    decoder = add_lora(decoder, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
+    decoder = add_lora(
+        decoder, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules, config.lean_activations
+    )
     softcap = getattr(model.config, "final_logit_softcapping", None)
     return MNTPModel(decoder, lm_head, softcap)
 

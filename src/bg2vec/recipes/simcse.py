@@ -192,7 +192,9 @@ def build_simcse_model(config: SimCSEConfig, plan: ModelPlan, tokenizer) -> SimC
     if config.gradient_checkpointing:
         enable_checkpointing(decoder)
     check_matryoshka(config, decoder)
-    decoder = add_lora(decoder, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
+    decoder = add_lora(
+        decoder, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules, config.lean_activations
+    )
     return SimCSEModel(decoder, config.pooling_mode, tokenizer.bos_token_id)
 
 

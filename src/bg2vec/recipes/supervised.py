@@ -159,7 +159,9 @@ def build_supervised_model(config: SupervisedConfig, plan: ModelPlan, tokenizer)
     if config.gradient_checkpointing:
         enable_checkpointing(decoder)
     check_matryoshka(config, decoder)
-    decoder = add_lora(decoder, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
+    decoder = add_lora(
+        decoder, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules, config.lean_activations
+    )
     return SimCSEModel(decoder, config.pooling_mode, tokenizer.bos_token_id)
 
 
