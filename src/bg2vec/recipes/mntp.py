@@ -25,12 +25,11 @@ from ..config import MNTPConfig, config_to_dict
 from ..data.blocks import mntp_datasets
 from ..objectives.masking import MaskingEpoch, MaskToken, MNTPCollator, prepare_tokenizer
 from ..objectives.mntp import MNTPModel, masked_token_accuracy
-from ..paths import check_apart, check_output_dir, clear_output_dir
-from .checkpoints import resolve_checkpoint
+from ..paths import check_apart, clear_output_dir
 from .reporting import TrainingResult
 from .trainer import (
     AdapterTrainer,
-    run_callbacks,
+    start_run,
     add_lora,
     build_training_arguments,
     cap_sequence_length,
@@ -43,7 +42,6 @@ from .trainer import (
     quiet_unless_main,
     task_columns,
     task_scorer,
-    wait_for_every_process,
     train,
     trainable_parameters_line,
 )
@@ -102,11 +100,7 @@ def accuracy_metric(eval_prediction) -> dict[str, float]:
 def run_mntp(config: MNTPConfig, resume: str | bool | None = None, log=print) -> TrainingResult:
     """Train a Bi-MNTP adapter as `config` says; `resume` = True (last checkpoint) or a checkpoint path."""
     log = quiet_unless_main(log)
-    check_apart(config.output_dir, "output_dir", input_paths(config))
-    check_output_dir(config.output_dir, config.overwrite_output_dir, bool(resume))
-    checkpoint = resolve_checkpoint(config.output_dir, resume, log)
-    wait_for_every_process()
-    callbacks = run_callbacks(config)  # cpu_threads from here on: loading and tokenizing too
+    checkpoint, callbacks = start_run(config, resume, log)
     set_seed(config.seed)
 
     plan = check_causal_lm(resolve_model(config.model_name_or_path), config.cache_dir, config.trust_remote_code)

@@ -24,14 +24,13 @@ from ..models.backbone import check_causal_lm, load_model, load_tokenizer, posit
 from ..models.layouts import BG2VEC_CONFIG_FILE, ModelPlan, portable_reference, resolve_model
 from ..config import SimCSEConfig, config_to_dict
 from ..errors import ConfigError, DataError
-from ..paths import check_apart, check_output_dir, clear_output_dir
-from .checkpoints import resolve_checkpoint
+from ..paths import check_apart, clear_output_dir
 from .reporting import TrainingResult
 from ..objectives.simcse import SimCSEModel, pair_similarities, set_attention_dropout
 from .simcse_trainer import SimCSETrainer
 from ..data.texts import EvalPairs, SimCSECollator, eval_pairs, simcse_datasets
 from .trainer import (
-    run_callbacks,
+    start_run,
     add_lora,
     build_training_arguments,
     cap_sequence_length,
@@ -45,7 +44,6 @@ from .trainer import (
     quiet_unless_main,
     task_columns,
     task_scorer,
-    wait_for_every_process,
     train,
     trainable_parameters_line,
 )
@@ -59,11 +57,7 @@ TABLE_COLUMNS = {"Alignment": "eval_alignment", "Uniformity": "eval_uniformity"}
 def run_simcse(config: SimCSEConfig, resume: str | bool | None = None, log=print) -> TrainingResult:
     """Train a SimCSE adapter as `config` says; `resume` = True (last checkpoint) or a checkpoint path."""
     log = quiet_unless_main(log)
-    check_apart(config.output_dir, "output_dir", input_paths(config))
-    check_output_dir(config.output_dir, config.overwrite_output_dir, bool(resume))
-    checkpoint = resolve_checkpoint(config.output_dir, resume, log)
-    wait_for_every_process()
-    callbacks = run_callbacks(config)  # cpu_threads from here on: loading and tokenizing too
+    checkpoint, callbacks = start_run(config, resume, log)
     global_batch = config.per_device_train_batch_size * int(os.environ.get("WORLD_SIZE", "1"))
     check_negatives(config.per_device_train_batch_size, global_batch)
     set_seed(config.seed)

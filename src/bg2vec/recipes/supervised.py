@@ -28,13 +28,12 @@ from ..models.adapters import portable_adapter_config
 from ..models.backbone import check_causal_lm, load_model, load_tokenizer, position_limit, training_device
 from ..models.layouts import BG2VEC_CONFIG_FILE, ModelPlan, portable_reference, resolve_model
 from ..objectives.simcse import SimCSEModel
-from ..paths import check_apart, check_output_dir, clear_output_dir
-from .checkpoints import resolve_checkpoint
+from ..paths import check_apart, clear_output_dir
 from .reporting import TrainingResult
 from .simcse import prepare_tokenizer_for_pooling
 from .supervised_trainer import SupervisedTrainer, TripleCollator
 from .trainer import (
-    run_callbacks,
+    start_run,
     add_lora,
     build_training_arguments,
     cap_sequence_length,
@@ -48,7 +47,6 @@ from .trainer import (
     task_scorer,
     train,
     trainable_parameters_line,
-    wait_for_every_process,
 )
 
 PLOT_FILE = "supervised_curves.png"
@@ -60,11 +58,7 @@ TABLE_COLUMNS = {"Accuracy@1": "eval_accuracy", "MRR": "eval_mrr"}
 def run_supervised(config: SupervisedConfig, resume: str | bool | None = None, log=print) -> TrainingResult:
     """Train a supervised contrastive adapter as `config` says; `resume` = True or a checkpoint path."""
     log = quiet_unless_main(log)
-    check_apart(config.output_dir, "output_dir", input_paths(config))
-    check_output_dir(config.output_dir, config.overwrite_output_dir, bool(resume))
-    checkpoint = resolve_checkpoint(config.output_dir, resume, log)
-    wait_for_every_process()
-    callbacks = run_callbacks(config)  # cpu_threads from here on: loading and tokenizing too
+    checkpoint, callbacks = start_run(config, resume, log)
     set_seed(config.seed)
 
     plan = resolve_model(config.model_name_or_path, config.peft_model_name_or_path)

@@ -30,10 +30,11 @@ from transformers.trainer_utils import rotate_checkpoints
 from ..models.architectures import STANDARD_LORA_TARGETS, ARCHITECTURES
 from ..config import TrainingSettings
 from ..errors import ConfigError, TrainingInterrupted, first_line
+from ..paths import check_apart, check_output_dir
 from ..models.adapters import quiet_renames
 from ..objectives.simcse import grad_cache_step, split_rows
 from ..encoding.model_card import write_model_card
-from .checkpoints import checkpoints, publish, staging_folder
+from .checkpoints import checkpoints, publish, resolve_checkpoint, staging_folder
 from .reporting import TrainingResult, eval_rows, format_table, plot_curves, write_metrics
 
 def lora_targets(model: nn.Module, requested: list[str] | None) -> list[str]:
@@ -189,6 +190,17 @@ class StopAfterSteps(TrainerCallback):
         if state.global_step >= self.n:
             control.should_training_stop = True
         return control
+
+
+def start_run(config: Any, resume: str | bool | None, log: Any) -> tuple[str | None, list[TrainerCallback]]:
+    """How every training recipe opens, before it loads anything: the output folder checked against the inputs and
+    for writing, the checkpoint to resume from, a barrier (every process checked the same untouched folder), and
+    the run's callbacks (cpu_threads applies from here on: loading and tokenizing too)."""
+    check_apart(config.output_dir, "output_dir", input_paths(config))
+    check_output_dir(config.output_dir, config.overwrite_output_dir, bool(resume))
+    checkpoint = resolve_checkpoint(config.output_dir, resume, log)
+    wait_for_every_process()
+    return checkpoint, run_callbacks(config)
 
 
 def run_callbacks(config: Any) -> list[TrainerCallback]:
