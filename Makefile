@@ -37,7 +37,7 @@ demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/bg2vec mntp configs/demo.json --overwrite_output_dir true
 	HF_HUB_OFFLINE=1 $(BIN)/bg2vec simcse configs/demo-simcse.json --overwrite_output_dir true
 
-# The interop tests run llm2vec itself; BG2VEC_SKIP_LLM2VEC=1 (by hand only) skips them.
+# The interop tests run llm2vec itself, in .venv-llm2vec (built here); they never skip.
 test: install llm2vec-env
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests
 

@@ -71,7 +71,7 @@ class _LoRABranch(torch.autograd.Function):
 
 def _lean_forward(self: nn.Module, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
     """peft's `lora.Linear.forward` for plain LoRA adapters, through `_LoRABranch`; anything else is peft's."""
-    if self.disable_adapters or self.merged or kwargs.get("adapter_names") is not None or self.lora_variant or args or kwargs:
+    if self.disable_adapters or self.merged or self.lora_variant or args or kwargs:  # adapter_names, variants...
         return type(self).forward(self, x, *args, **kwargs)
     result = self.base_layer(x)
     result_dtype = result.dtype

@@ -150,7 +150,7 @@ class MNTPCollator:
         for row in range(input_ids.shape[0]):
             length = int(attention_mask[row].sum())  # right-padded: the row's tokens come first
             ids, row_labels = input_ids[row, :length], labels[row, :length]  # views: (L,) each
-            generator = self.generator_for(ids.clone())
+            generator = self.generator_for(ids)  # hashed before any token of the row changes
             chosen = torch.bernoulli(torch.full((length,), self.mlm_probability), generator=generator).bool()
             chosen &= eligible[row, :length]
             row_labels[~chosen] = IGNORE_INDEX

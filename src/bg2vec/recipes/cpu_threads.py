@@ -49,7 +49,6 @@ class OtherLoad:
     """How many cores other processes kept busy since the last call."""
 
     def __init__(self) -> None:
-        self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         self._last = self._sample()
 
     @staticmethod

@@ -22,10 +22,10 @@ from ..objectives.simcse import (
     spearman,
     two_views,
 )
-from .trainer import AdapterTrainer, gradient_cached_step
+from .trainer import ContrastiveTrainer
 
 
-class SimCSETrainer(AdapterTrainer):
+class SimCSETrainer(ContrastiveTrainer):
     """The Trainer step for SimCSE (two dropout views, InfoNCE gathered over processes, optional gradient
     caching) and an evaluation of embeddings instead of predictions: held-out contrastive loss, alignment,
     uniformity and, with `pairs` = (first, second, scores), the Spearman correlation of pair cosines."""
@@ -39,10 +39,7 @@ class SimCSETrainer(AdapterTrainer):
         loss_options: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(*args, **kwargs)
-        self.loss_scale = loss_scale
-        self.loss_options = loss_options or {}  # e.g. matryoshka_dims
-        self.mini_batch_size = mini_batch_size
+        super().__init__(*args, loss_scale=loss_scale, loss_options=loss_options, mini_batch_size=mini_batch_size, **kwargs)
         self.pairs = pairs
         self.pair_cosines: dict[int, list[float]] = {}  # global step → cosine of each pair at that evaluation
         if mini_batch_size is not None and self.accelerator.distributed_type == DistributedType.DEEPSPEED:
@@ -53,25 +50,12 @@ class SimCSETrainer(AdapterTrainer):
                 fix="train with DDP (torchrun or accelerate without DeepSpeed), or unset mini_batch_size",
             )
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        embeddings = model(**two_views(inputs))  # (2B, H)
-        anchors, positives = embeddings.chunk(2)  # (B, H) each
-        loss = simcse_loss(anchors, positives, self.loss_scale, self.accelerator.num_processes > 1, **self.loss_options)
-        return (loss, embeddings) if return_outputs else loss
+    def embedding_inputs(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return two_views(inputs)  # 2B rows: every text twice
 
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        if self.mini_batch_size is None:
-            return super().training_step(model, inputs, num_items_in_batch)
-        model.train()
-        inputs = self._prepare_inputs(inputs)
-        texts = inputs["input_ids"].shape[0]
-        return gradient_cached_step(
-            self, model, two_views(inputs), self.mini_batch_size,
-            lambda embeddings: simcse_loss(
-                embeddings[:texts], embeddings[texts:], self.loss_scale, self.accelerator.num_processes > 1,
-                **self.loss_options,
-            ),
-        )
+    def contrastive_loss(self, embeddings: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        anchors, positives = embeddings.chunk(2)  # (B, H) each
+        return simcse_loss(anchors, positives, self.loss_scale, self.accelerator.num_processes > 1, **self.loss_options)
 
     def get_eval_dataloader(self, eval_dataset=None):
         # Every held-out text counts: no drop_last here, whatever the training loader does.

@@ -14,7 +14,7 @@ from transformers.trainer_utils import EvalLoopOutput
 
 from ..data.triples import Triple
 from ..objectives.simcse import simcse_loss
-from .trainer import AdapterTrainer, gradient_cached_step
+from .trainer import ContrastiveTrainer
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "pooling_mask", "position_ids")
 
@@ -52,40 +52,27 @@ class _Batches(Dataset):
         return self.batches[index]
 
 
-class SupervisedTrainer(AdapterTrainer):
+class SupervisedTrainer(ContrastiveTrainer):
     """Trainer for (query, positive, negatives) batches; `batches` are this process's, one dataset each."""
 
     def __init__(self, *args: Any, batches: list[list[Triple]], held_out: list[Triple], loss_scale: float,
                  loss_options: dict[str, Any], mini_batch_size: int | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, loss_scale=loss_scale, loss_options=loss_options, mini_batch_size=mini_batch_size, **kwargs)
         self.batches, self.held_out = batches, held_out
-        self.loss_scale, self.loss_options, self.mini_batch_size = loss_scale, loss_options, mini_batch_size
 
     def get_train_dataloader(self) -> DataLoader:
         # the batches are already this process's share of each global batch: no sampler, no sharding
         return DataLoader(_Batches(self.batches), batch_size=None, shuffle=False, collate_fn=self.data_collator,
                           num_workers=self.args.dataloader_num_workers)
 
-    def _loss(self, embeddings: torch.Tensor, rows: torch.Tensor, positive_ids: torch.Tensor) -> torch.Tensor:
-        queries = int(rows[0])
+    def embedding_inputs(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: inputs[k] for k in MODEL_INPUTS}  # 2Q + N rows: queries, positives, negatives
+
+    def contrastive_loss(self, embeddings: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        queries = int(inputs["rows"][0])
         return simcse_loss(
             embeddings[:queries], embeddings[queries : 2 * queries], self.loss_scale, self.accelerator.num_processes > 1,
-            negatives=embeddings[2 * queries :], positive_ids=positive_ids, **self.loss_options,
-        )
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        embeddings = model(**{k: inputs[k] for k in MODEL_INPUTS})  # (2Q + N, H)
-        loss = self._loss(embeddings, inputs["rows"], inputs["positive_ids"])
-        return (loss, embeddings) if return_outputs else loss
-
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        if self.mini_batch_size is None:
-            return super().training_step(model, inputs, num_items_in_batch)
-        model.train()
-        inputs = self._prepare_inputs(inputs)
-        return gradient_cached_step(
-            self, model, {k: inputs[k] for k in MODEL_INPUTS}, self.mini_batch_size,
-            lambda embeddings: self._loss(embeddings, inputs["rows"], inputs["positive_ids"]),
+            negatives=embeddings[2 * queries :], positive_ids=inputs["positive_ids"], **self.loss_options,
         )
 
     def get_eval_dataloader(self, eval_dataset=None):

@@ -345,6 +345,40 @@ def gradient_cached_step(trainer: Trainer, model: nn.Module, inputs: dict[str, t
     return value / steps
 
 
+class ContrastiveTrainer(AdapterTrainer):
+    """The contrastive training step SimCSE and supervised training share: embed a batch, take the loss (InfoNCE
+    gathered over processes), with gradient caching when `mini_batch_size` is set. Subclasses say what the model
+    embeds (`embedding_inputs`) and how the embeddings make the loss (`contrastive_loss`)."""
+
+    def __init__(self, *args: Any, loss_scale: float, loss_options: dict[str, Any] | None = None,
+                 mini_batch_size: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.loss_scale = loss_scale
+        self.loss_options = loss_options or {}  # e.g. matryoshka_dims
+        self.mini_batch_size = mini_batch_size
+
+    def embedding_inputs(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def contrastive_loss(self, embeddings: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        embeddings = model(**self.embedding_inputs(inputs))  # (rows, H)
+        loss = self.contrastive_loss(embeddings, inputs)
+        return (loss, embeddings) if return_outputs else loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if self.mini_batch_size is None:
+            return super().training_step(model, inputs, num_items_in_batch)
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        return gradient_cached_step(
+            self, model, self.embedding_inputs(inputs), self.mini_batch_size,
+            lambda embeddings: self.contrastive_loss(embeddings, inputs),
+        )
+
+
 def cap_sequence_length(config: Any, positions: int | None, log) -> Any:
     """`config` with max_seq_length at most the model's position limit, saying so when it had to cut
     (llm2vec's scripts do the same with the tokenizer's limit)."""
