@@ -1,5 +1,5 @@
-"""Lean activations (LoRA projections, gated MLPs): peft's and transformers' outputs, gradients and random draws,
-with less kept for the backward pass."""
+"""Lean activations (LoRA projections, gated MLPs): peft's and transformers' outputs and gradients for the same
+dropout masks, with less kept for the backward pass."""
 
 from __future__ import annotations
 
@@ -9,18 +9,35 @@ import pytest
 import torch
 from transformers import AutoModel
 
+from bg2vec.models.dropout_masks import keep_mask, keep_scale, new_seed
 from bg2vec.models.lean_activations import use_lean_activations
 from bg2vec.recipes.trainer import add_lora
 
 
+class SameMaskDropout(torch.nn.Dropout):
+    """nn.Dropout drawing its mask as the lean projections do (models/dropout_masks.py), so peft's own forward
+    can be compared with theirs, element for element."""
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        return x * keep_mask(x.shape, self.p, new_seed(), x.device, x.dtype) * keep_scale(self.p)
+
+
 def pair(tiny_model_dirs, arch, dropout):
+    """(peft's model with SameMaskDropout, the same model with lean activations), both in train mode."""
     torch.manual_seed(0)
     peft_model = add_lora(AutoModel.from_pretrained(tiny_model_dirs[arch], dtype=torch.float32), 4, 8, dropout, lean=False)
     for name, parameter in peft_model.named_parameters():  # B starts at zero; make both factors matter
         if "lora_B" in name:
             torch.nn.init.normal_(parameter, std=0.05)
     lean = copy.deepcopy(peft_model)
-    assert use_lean_activations(lean) == (7 * lean.config.num_hidden_layers, lean.config.num_hidden_layers)
+    layers = lean.config.num_hidden_layers
+    assert use_lean_activations(lean) == (7 * layers, layers, lean.config._attn_implementation == "bg2vec_sdpa")
+    for module in peft_model.modules():
+        for name, drop in list(getattr(module, "lora_dropout", {}).items()):
+            if isinstance(drop, torch.nn.Dropout):
+                module.lora_dropout[name] = SameMaskDropout(drop.p)
     return peft_model.train(), lean.train()
 
 
@@ -41,7 +58,7 @@ def test_same_outputs_gradients_and_draws_as_peft(tiny_model_dirs, arch, dropout
     h1, g1, next1 = run(peft_model, ids, 11)
     h2, g2, next2 = run(lean, ids, 11)
     assert torch.equal(next1, next2)
-    assert torch.allclose(h1, h2, atol=1e-6)
+    assert torch.allclose(h1, h2, atol=1e-5)  # the same sums, added in another order
     assert g1.keys() == g2.keys() and len(g1) == 2 * 7 * peft_model.config.num_hidden_layers
     for name in g1:
         assert torch.allclose(g1[name], g2[name], atol=1e-6, rtol=1e-4), name
@@ -94,11 +111,12 @@ def test_checkpointed_models_keep_their_mlps(tiny_model_dirs):
     decoder = AutoModel.from_pretrained(tiny_model_dirs["mistral"], dtype=torch.float32)
     decoder.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model = add_lora(decoder, 4, 8, 0.0, lean=False)
-    assert use_lean_activations(model) == (7 * model.config.num_hidden_layers, 0)
+    assert use_lean_activations(model)[:2] == (7 * model.config.num_hidden_layers, 0)
 
 
 def test_a_simcse_run_trains_the_same_adapter_with_and_without(tiny_model_dirs, corpus_files, tmp_path):
-    """End to end, dropout on (LoRA 0.1, attention 0.1): the recipe's adapter is the same either way."""
+    """End to end: without dropout the recipe's adapter is the same either way; with dropout (LoRA 0.1,
+    attention 0.1, other draws than torch's) a lean run repeats exactly under the same seed."""
     from safetensors.torch import load_file
 
     from bg2vec.config import SimCSEConfig
@@ -106,10 +124,15 @@ def test_a_simcse_run_trains_the_same_adapter_with_and_without(tiny_model_dirs, 
 
     common = dict(model_name_or_path=str(tiny_model_dirs["llama"]), train_file=str(corpus_files["train"]), max_seq_length=24,
                   per_device_train_batch_size=8, max_steps=2, do_eval=False, save_steps=1000, lora_r=4, learning_rate=1e-2,
-                  seed=3, simcse_dropout=0.1, lora_dropout=0.1)
-    for lean in (True, False):
-        run_simcse(SimCSEConfig(**common, output_dir=str(tmp_path / str(lean)), lean_activations=lean), log=lambda *a, **k: None)
-    a, b = (load_file(str(tmp_path / name / "adapter_model.safetensors")) for name in ("True", "False"))
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.allclose(a[key], b[key], atol=1e-6), key
+                  seed=3)
+    runs = {"lean": (True, 0.0), "peft": (False, 0.0), "dropout": (True, 0.1), "dropout-again": (True, 0.1)}
+    for name, (lean, dropout) in runs.items():
+        run_simcse(SimCSEConfig(**common, output_dir=str(tmp_path / name), lean_activations=lean, simcse_dropout=dropout,
+                                lora_dropout=dropout), log=lambda *a, **k: None)
+    adapters = {name: load_file(str(tmp_path / name / "adapter_model.safetensors")) for name in runs}
+    for first, second in (("lean", "peft"), ("dropout", "dropout-again")):
+        a, b = adapters[first], adapters[second]
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.allclose(a[key], b[key], atol=1e-6), (first, second, key)
+    assert any(not torch.allclose(adapters["lean"][key], adapters["dropout"][key]) for key in adapters["lean"])

@@ -51,7 +51,7 @@ def lora_targets(model: nn.Module, requested: list[str] | None) -> list[str]:
 
 def add_lora(decoder: PreTrainedModel, r: int, alpha: int, dropout: float, targets: list[str] | None = None, lean: bool = True):
     """Wrap the inner decoder (not the LM head) in a fresh LoRA adapter: llm2vec's key layout. `lean`: the
-    projections and MLPs keep less for the backward pass (`models/lean_activations.py`; peft's numbers and files)."""
+    projections, MLPs and attention keep less for the backward pass (`models/lean_activations.py`; peft's files)."""
     from peft import LoraConfig, get_peft_model
 
     from ..models.lean_activations import use_lean_activations
