@@ -30,25 +30,19 @@ def run_llm2vec(script: str, *args: str, timeout: int = 600) -> None:
 
 
 def transformers4_copy(folder: Path, workdir: Path) -> Path:
-    """The folder as transformers 4.44 reads it: top-level rope_theta and torch_dtype, a known tokenizer class,
-    BPE merges as "a b" strings."""
+    """A model folder written by transformers 5 (a test's tiny base), as bg2vec writes its own outputs: files that
+    transformers 4.44 reads too (`bg2vec.models.portable_files`)."""
+    import shutil
+
+    from bg2vec.models.portable_files import portable_model_config, portable_tokenizer_files
+
     copy = workdir / "for-llm2vec"
     copy.mkdir()
     for item in folder.iterdir():
-        if item.name not in ("config.json", "tokenizer_config.json", "tokenizer.json"):
+        if item.name in ("config.json", "tokenizer_config.json", "tokenizer.json"):
+            shutil.copy(item, copy / item.name)
+        else:
             (copy / item.name).symlink_to(item.resolve())
-    config = json.loads((folder / "config.json").read_text())
-    rope = config.get("rope_parameters") or {}
-    if "rope_theta" in rope:
-        config["rope_theta"] = rope["rope_theta"]
-    config["torch_dtype"] = config.get("dtype", "float32")
-    (copy / "config.json").write_text(json.dumps(config, indent=2))
-    tokenizer = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
-    merges = tokenizer["model"].get("merges") or []
-    tokenizer["model"]["merges"] = [" ".join(m) if isinstance(m, list) else m for m in merges]  # tokenizers < 0.20
-    (copy / "tokenizer.json").write_text(json.dumps(tokenizer, ensure_ascii=False), encoding="utf-8")
-    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
-    tokenizer_config["tokenizer_class"] = "PreTrainedTokenizerFast"
-    tokenizer_config["model_input_names"] = ["input_ids", "attention_mask"]  # a decoder takes no token_type_ids
-    (copy / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
+    portable_model_config(copy)
+    portable_tokenizer_files(copy)
     return copy

@@ -82,6 +82,7 @@ for name, kwargs in arguments.items():
     results[f"llm2vec-mntp/{name}"] = encode(base, peft_model_name_or_path=str(mntp), **kwargs)
     results[f"llm2vec-two-step/{name}"] = encode(str(mcgill), peft_model_name_or_path=str(simcse), **kwargs)
     results[f"bg2vec-mntp/{name}"] = encode(base, peft_model_name_or_path=ours_mntp, **kwargs)
+    results[f"bg2vec-mntp-alone/{name}"] = encode(ours_mntp, **kwargs)  # llm2vec's one-argument form, as for McGill's
     if ours_simcse != "-":  # bg2vec's SimCSE adapter on llm2vec's MNTP, read back by llm2vec's two-step call
         results[f"bg2vec-simcse/{name}"] = encode(str(mcgill), peft_model_name_or_path=ours_simcse, **kwargs)
 (work / f"results-{ours_simcse != '-'}.json").write_text(json.dumps(results))
@@ -166,6 +167,8 @@ def test_llm2vec_loads_our_mntp_adapter_and_encodes_as_we_do(sides, arguments):
     np.testing.assert_allclose(ours(hub_id, **kwargs), expected, atol=1e-5)
     config = json.loads((sides["ours_mntp"] / "adapter_config.json").read_text())
     assert set(config) <= PEFT_0_12_LORA_KEYS, "only keys llm2vec's peft 0.12 knows"
+    # llm2vec's one-argument call on our folder (its tokenizer, config.json and adapter, read by transformers 4.44)
+    np.testing.assert_allclose(theirs(sides, f"bg2vec-mntp-alone/{arguments}"), expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("arguments", ARGUMENTS)

@@ -30,8 +30,11 @@ from tqdm.auto import tqdm
 from .._version import __version__
 from .model_card import write_model_card
 from ..models.adapters import portable_adapter_config
+from ..models.portable_files import portable_model_config, portable_tokenizer_files
 from ..models.backbone import load_model, load_tokenizer, merged_state_dict
-from ..models.layouts import BG2VEC_CONFIG_FILE, LLM2VEC_CONFIG_FILE, ModelPlan, portable_reference, resolve_model
+from ..models.layouts import (
+    BG2VEC_CONFIG_FILE, LLM2VEC_CONFIG_FILE, ModelPlan, peft_reference, portable_reference, recorded_reference, resolve_model,
+)
 from ..models.bidirectional import is_bidirectional
 from ..errors import ConfigError
 from .batching import plan_batches
@@ -292,9 +295,11 @@ class Bg2Vec(nn.Module):
         else:
             save_merged_model(self.model, path)
         self.tokenizer.save_pretrained(path)
+        portable_tokenizer_files(path)
         description = self.description(adapter_only, path)
         if adapter_only:
-            portable_adapter_config(path, description["base_model_name_or_path"])
+            recorded = recorded_reference(description["base_model_name_or_path"], path)
+            portable_adapter_config(path, peft_reference(recorded))
         # llm2vec passes every key of this file to its constructor: only the four it knows
         llm2vec_settings = {k: v for k, v in asdict(self.settings).items() if k in LLM2VEC_SETTING_KEYS}
         (path / LLM2VEC_CONFIG_FILE).write_text(json.dumps(llm2vec_settings, indent=2), encoding="utf-8")
@@ -331,3 +336,4 @@ def save_merged_model(model: nn.Module, path: Path) -> None:
 
     base = model.get_base_model() if isinstance(model, PeftModel) else model
     base.save_pretrained(path, state_dict=merged_state_dict(model))
+    portable_model_config(path)

@@ -31,6 +31,7 @@ from safetensors.torch import save_file
 
 from .encoder import Bg2Vec, save_merged_model
 from ..errors import ConfigError
+from ..models.portable_files import portable_tokenizer_files
 
 ST_POOLING = {"mean": "mean", "weighted_mean": "weightedmean", "last_token": "lasttoken", "bos_token": "cls"}
 
@@ -177,6 +178,7 @@ def _save_right_padded(tokenizer: Any, path: Path) -> None:
         setattr(tokenizer, name, "right")
         tokenizer.init_kwargs[name] = "right"  # save_pretrained writes only the settings the tokenizer was made with
     tokenizer.save_pretrained(path)
+    portable_tokenizer_files(path)
 
 
 def _write_word_weights(folder: Path, encoder: Bg2Vec) -> None:

@@ -153,6 +153,16 @@ def portable_reference(reference: str, output_dir: str | Path) -> str:
     return os.path.relpath(path.resolve(), Path(output_dir).resolve())
 
 
+def peft_reference(reference: str) -> str:
+    """How adapter_config.json records the base, for peft, transformers and llm2vec, which read it from any working
+    directory: a local folder as an absolute path, a Hub cache snapshot as its Hub id, anything else as given.
+    (bg2vec itself reads the relative record in bg2vec_config.json first, so a moved pair of folders still loads.)"""
+    path = Path(reference).expanduser()
+    if reference.startswith(PYPI_PREFIX) or not path.exists():
+        return reference
+    return _hub_id_of_snapshot(path.resolve()) or str(path.resolve())
+
+
 # --- reading one reference ----------------------------------------------------------------------------------
 
 

@@ -19,8 +19,9 @@ from transformers import set_seed
 
 from .._version import __version__
 from ..models.adapters import portable_adapter_config
+from ..models.portable_files import portable_model_config
 from ..models.backbone import check_causal_lm, load_model, load_tokenizer, position_limit, training_device
-from ..models.layouts import BG2VEC_CONFIG_FILE, ModelPlan, portable_reference, resolve_model
+from ..models.layouts import BG2VEC_CONFIG_FILE, ModelPlan, peft_reference, portable_reference, resolve_model
 from ..config import MNTPConfig, config_to_dict
 from ..data.blocks import mntp_datasets
 from ..objectives.masking import MaskingEpoch, MaskToken, MNTPCollator, prepare_tokenizer
@@ -174,8 +175,9 @@ def _save_run_description(model: MNTPModel, mask: MaskToken, config: MNTPConfig)
 
     output_dir = Path(config.output_dir)
     model.config.save_pretrained(output_dir)
+    portable_model_config(output_dir)
     base = portable_reference(config.model_name_or_path, output_dir)
-    portable_adapter_config(output_dir, base)
+    portable_adapter_config(output_dir, peft_reference(config.model_name_or_path))
     description = {
         "bg2vec_version": __version__,
         "format_version": 1,

@@ -32,6 +32,7 @@ from ..config import TrainingSettings
 from ..errors import ConfigError, TrainingInterrupted, first_line
 from ..paths import check_apart, check_output_dir
 from ..models.adapters import quiet_renames
+from ..models.portable_files import portable_tokenizer_files
 from ..objectives.simcse import grad_cache_step, split_rows
 from ..encoding.model_card import write_model_card
 from .checkpoints import checkpoints, publish, resolve_checkpoint, staging_folder
@@ -249,6 +250,7 @@ class AdapterTrainer(Trainer):
         self.accelerator.unwrap_model(self.model).save_pretrained(output_dir, state_dict=state_dict, **self.save_kwargs)
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)
+            portable_tokenizer_files(output_dir)
 
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
         """Write the checkpoint into a hidden staging folder, then rename it to checkpoint-N: a kill during the
