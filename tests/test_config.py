@@ -100,3 +100,10 @@ def test_missing_or_broken_config_file(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ConfigError, match="config file"):
         load_config(MNTPConfig, bad)
+
+
+@pytest.mark.parametrize("language", ["bg", ["BG"], ["bulgarian"], [1]])
+def test_language_is_a_list_of_iso_codes(language):
+    with pytest.raises(ConfigError, match="ISO 639"):
+        MNTPConfig(model_name_or_path="m", train_file="t.txt", output_dir="o", language=language)
+    assert MNTPConfig(model_name_or_path="m", train_file="t.txt", output_dir="o", language=["bg", "en"]).language == ["bg", "en"]

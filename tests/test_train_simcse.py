@@ -44,6 +44,7 @@ def simcse_inputs(tiny_model_dirs, corpus_files, tmp_path_factory):
             model_name_or_path=str(tiny_model_dirs["llama"]), train_file=str(corpus_files["train"]),
             output_dir=str(folder / "mntp"), max_seq_length=32, per_device_train_batch_size=4, max_steps=2,
             do_eval=False, lora_r=4, learning_rate=1e-3, data_collator_type="all_mask", mlm_probability=0.5, logging_steps=1,
+            language=["bg"],
         ),
         log=quiet,
     )
@@ -107,7 +108,9 @@ def test_output_folder_describes_itself(finished_run, simcse_inputs):
     assert len(metrics["pairs"]) == len(PAIRS) and {"before", "after"} <= set(metrics["pairs"][0])
     assert "Alignment" in finished_run.table and "Spearman" in finished_run.table
     card = (out / "README.md").read_text()
-    assert card.startswith("---\nlibrary_name: peft") and "More Information Needed" not in card, "a real model card"
+    # the language the MNTP run recorded, kept by this run (which named none) and in its card's metadata
+    assert description["language"] == ["bg"] and card.startswith("---\nlanguage:\n- bg\nlibrary_name: peft")
+    assert "More Information Needed" not in card, "a real model card"
     assert "SimCSE LoRA adapter" in card and "## Results" in card and "Spearman" in card
     assert "Bg2Vec.from_pretrained(" in card and "LLM2Vec.from_pretrained(" in card and "SentenceTransformer(" in card
 
@@ -314,3 +317,15 @@ def test_help_lists_the_simcse_settings(capsys):
     out = capsys.readouterr().out
     for name in ("peft_model_name_or_path", "simcse_dropout", "loss_scale", "mini_batch_size", "eval_pairs_file"):
         assert name in out
+
+
+def test_the_language_travels_to_saved_encoders_and_exports(finished_run, tmp_path):
+    from bg2vec import Bg2Vec
+    from bg2vec.encoding.export import export_sentence_transformers
+
+    encoder = Bg2Vec.from_pretrained(finished_run.output_dir, torch_dtype="float32")
+    assert encoder.description()["language"] == ["bg"]
+    encoder.save(tmp_path / "saved")
+    assert json.loads((tmp_path / "saved" / "bg2vec_config.json").read_text())["language"] == ["bg"]
+    card = (export_sentence_transformers(encoder, tmp_path / "st") / "README.md").read_text()
+    assert card.startswith("---\nlanguage:\n- bg\nlibrary_name: sentence-transformers")

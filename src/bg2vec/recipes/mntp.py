@@ -21,7 +21,9 @@ from .._version import __version__
 from ..models.adapters import portable_adapter_config
 from ..models.portable_files import portable_model_config
 from ..models.backbone import check_causal_lm, load_model, load_tokenizer, position_limit, training_device
-from ..models.layouts import BG2VEC_CONFIG_FILE, ModelPlan, peft_reference, portable_reference, resolve_model
+from ..models.layouts import (
+    BG2VEC_CONFIG_FILE, ModelPlan, peft_reference, portable_reference, recorded_language, resolve_model,
+)
 from ..config import MNTPConfig, config_to_dict
 from ..data.blocks import mntp_datasets
 from ..objectives.masking import MaskingEpoch, MaskToken, MNTPCollator, prepare_tokenizer
@@ -183,6 +185,7 @@ def _save_run_description(model: MNTPModel, mask: MaskToken, config: MNTPConfig)
         "format_version": 1,
         "stage": "mntp",
         "base_model_name_or_path": base,
+        "language": recorded_language(config.language, config.model_name_or_path),
         "bidirectional": config.bidirectional,
         # embedding rows after a mask token was added (the new row is the mean row, never trained), else None
         "vocab_size": model.decoder.get_input_embeddings().weight.shape[0] if mask.added else None,

@@ -21,7 +21,9 @@ from transformers import set_seed
 from .._version import __version__
 from ..models.adapters import portable_adapter_config
 from ..models.backbone import check_causal_lm, load_model, load_tokenizer, position_limit, training_device
-from ..models.layouts import BG2VEC_CONFIG_FILE, ModelPlan, peft_reference, portable_reference, resolve_model
+from ..models.layouts import (
+    BG2VEC_CONFIG_FILE, ModelPlan, peft_reference, portable_reference, recorded_language, resolve_model,
+)
 from ..config import SimCSEConfig, config_to_dict
 from ..errors import ConfigError, DataError
 from ..paths import check_apart, clear_output_dir
@@ -234,6 +236,7 @@ def _save_run_description(config: SimCSEConfig) -> dict[str, Any]:
         "format_version": 1,
         "stage": "simcse",
         "base_model_name_or_path": base,
+        "language": recorded_language(config.language, config.model_name_or_path, config.peft_model_name_or_path),
         "mntp_adapter": portable_reference(mntp_adapter, output_dir) if mntp_adapter else None,
         "bidirectional": config.bidirectional,
         "pooling_mode": config.pooling_mode,

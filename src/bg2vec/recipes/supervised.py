@@ -26,7 +26,9 @@ from ..data.triples import Triple, TripleData, dataset_batches, read_triples
 from ..errors import DataError
 from ..models.adapters import portable_adapter_config
 from ..models.backbone import check_causal_lm, load_model, load_tokenizer, position_limit, training_device
-from ..models.layouts import BG2VEC_CONFIG_FILE, ModelPlan, peft_reference, portable_reference, resolve_model
+from ..models.layouts import (
+    BG2VEC_CONFIG_FILE, ModelPlan, peft_reference, portable_reference, recorded_language, resolve_model,
+)
 from ..objectives.simcse import SimCSEModel
 from ..paths import check_apart, clear_output_dir
 from .reporting import TrainingResult
@@ -173,6 +175,7 @@ def _save_run_description(config: SupervisedConfig) -> dict[str, Any]:
     description = {
         "bg2vec_version": __version__, "format_version": 1, "stage": "supervised",
         "base_model_name_or_path": base,
+        "language": recorded_language(config.language, config.model_name_or_path, config.peft_model_name_or_path),
         "mntp_adapter": portable_reference(mntp_adapter, output_dir) if mntp_adapter else None,
         "bidirectional": config.bidirectional, "pooling_mode": config.pooling_mode, "max_length": config.max_seq_length,
         "skip_instruction": True, "matryoshka_dims": config.matryoshka_dims, "torch_dtype": config.torch_dtype,
