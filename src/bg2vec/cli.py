@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from .config import MNTPConfig, config_help, load_config
 from .config import SimCSEConfig, SupervisedConfig
@@ -51,74 +51,64 @@ def _settings_epilog(config_class: type) -> str:
     return "\n".join(lines)
 
 
-def _run_mntp(args: argparse.Namespace, overrides: dict[str, str]) -> None:
-    from .recipes.mntp import run_mntp
+def _train(run: Callable, config: Any, args: argparse.Namespace, final_line: Callable[[dict], str], saved: str,
+           after: Callable[[Any], str | None] = lambda result: None) -> None:
+    """Run a training recipe and print its summary once (on the main process): the table, the final
+    evaluation (`final_line`), anything `after` adds, what was saved and how long it took."""
     from .recipes.trainer import is_main_process
 
-    config = load_config(MNTPConfig, args.config, overrides)
     started = time.time()
-    result = run_mntp(config, resume=args.resume)
+    result = run(config, resume=args.resume)
     if not is_main_process():  # one summary per run, not one per GPU
         return
     print()
     print(result.table)
     print()
-    final = result.final
-    if final:
-        print(
-            f"final validation: loss {final.get('eval_loss', float('nan')):.4f} | perplexity "
-            f"{final.get('eval_perplexity', float('nan')):.2f} | masked-token accuracy "
-            f"{final.get('eval_accuracy', float('nan')):.4f}"
-        )
-    print(f"saved adapter, tokenizer, config, metrics.json and mntp_curves.png to {result.output_dir}")
+    if result.final:
+        print(final_line(result.final))
+    extra = after(result)
+    if extra:
+        print(extra)
+    print(f"saved {saved} to {result.output_dir}")
     print(f"took {time.time() - started:.0f} s")
+
+
+def _metric(final: dict, name: str, digits: int = 4) -> str:
+    return f"{final.get(name, float('nan')):.{digits}f}"
+
+
+def _run_mntp(args: argparse.Namespace, overrides: dict[str, str]) -> None:
+    from .recipes.mntp import run_mntp
+
+    _train(run_mntp, load_config(MNTPConfig, args.config, overrides), args,
+           lambda final: f"final validation: loss {_metric(final, 'eval_loss')} | perplexity "
+                         f"{_metric(final, 'eval_perplexity', 2)} | masked-token accuracy {_metric(final, 'eval_accuracy')}",
+           "adapter, tokenizer, config, metrics.json and mntp_curves.png")
 
 
 def _run_simcse(args: argparse.Namespace, overrides: dict[str, str]) -> None:
     from .recipes.reporting import format_pair_similarities
     from .recipes.simcse import run_simcse
-    from .recipes.trainer import is_main_process
 
     config = load_config(SimCSEConfig, args.config, overrides)
-    started = time.time()
-    result = run_simcse(config, resume=args.resume)
-    if not is_main_process():
-        return
-    print()
-    print(result.table)
-    print()
-    final = result.final
-    if final:
-        line = (
-            f"final validation: contrastive loss {final.get('eval_loss', float('nan')):.4f} | alignment "
-            f"{final.get('eval_alignment', float('nan')):.4f} | uniformity {final.get('eval_uniformity', float('nan')):.4f}"
-        )
-        print(line + (f" | Spearman {final['eval_spearman']:.4f}" if "eval_spearman" in final else ""))
-    if result.pairs:
-        print(format_pair_similarities(result.pairs, config.eval_pairs_file))
-    print(f"saved adapter, tokenizer, bg2vec_config.json, metrics.json and simcse_curves.png to {result.output_dir}")
-    print(f"took {time.time() - started:.0f} s")
+
+    def final_line(final: dict) -> str:
+        line = (f"final validation: contrastive loss {_metric(final, 'eval_loss')} | alignment "
+                f"{_metric(final, 'eval_alignment')} | uniformity {_metric(final, 'eval_uniformity')}")
+        return line + (f" | Spearman {final['eval_spearman']:.4f}" if "eval_spearman" in final else "")
+
+    _train(run_simcse, config, args, final_line, "adapter, tokenizer, bg2vec_config.json, metrics.json and simcse_curves.png",
+           lambda result: format_pair_similarities(result.pairs, config.eval_pairs_file) if result.pairs else None)
 
 
 def _run_supervised(args: argparse.Namespace, overrides: dict[str, str]) -> None:
     from .config import SupervisedConfig
     from .recipes.supervised import run_supervised
-    from .recipes.trainer import is_main_process
 
-    config = load_config(SupervisedConfig, args.config, overrides)
-    started = time.time()
-    result = run_supervised(config, resume=args.resume)
-    if not is_main_process():
-        return
-    print()
-    print(result.table)
-    print()
-    final = result.final
-    if final:
-        print(f"final held-out retrieval: accuracy@1 {final.get('eval_accuracy', float('nan')):.4f} | MRR "
-              f"{final.get('eval_mrr', float('nan')):.4f} | loss {final.get('eval_loss', float('nan')):.4f}")
-    print(f"saved adapter, tokenizer, bg2vec_config.json, metrics.json and supervised_curves.png to {result.output_dir}")
-    print(f"took {time.time() - started:.0f} s")
+    _train(run_supervised, load_config(SupervisedConfig, args.config, overrides), args,
+           lambda final: f"final held-out retrieval: accuracy@1 {_metric(final, 'eval_accuracy')} | MRR "
+                         f"{_metric(final, 'eval_mrr')} | loss {_metric(final, 'eval_loss')}",
+           "adapter, tokenizer, bg2vec_config.json, metrics.json and supervised_curves.png")
 
 
 def _run_prepare(args: argparse.Namespace, overrides: dict[str, str]) -> None:

@@ -141,6 +141,10 @@ class TrainingSettings:
             not isinstance(self.cpu_threads, int) or isinstance(self.cpu_threads, bool) or self.cpu_threads < 1
         ):
             raise ConfigError("cpu_threads", self.cpu_threads, '"auto" or a positive whole number')
+        if not self.model_name_or_path:
+            raise ConfigError("model_name_or_path", "", "a Hub id, local folder, .gguf file or pypi: alias")
+        if not self.output_dir:
+            raise ConfigError("output_dir", "", "a folder path for the results")
 
 
 @dataclass
@@ -191,10 +195,6 @@ class MNTPConfig(TrainingSettings, DataSettings):
         _check_choice("data_collator_type", self.data_collator_type, COLLATOR_TYPES)
         if not 0.0 < self.mlm_probability <= 1.0:
             raise ConfigError("mlm_probability", self.mlm_probability, "a value in (0, 1]", fix="e.g. 0.2 or 0.8")
-        if not self.model_name_or_path:
-            raise ConfigError("model_name_or_path", "", "a Hub id, local folder, .gguf file or pypi: alias")
-        if not self.output_dir:
-            raise ConfigError("output_dir", "", "a folder path for the results")
         sources = [self.dataset_path, self.dataset_name, self.train_file]
         if sum(s is not None for s in sources) != 1:
             raise ConfigError(
@@ -442,10 +442,6 @@ class SimCSEConfig(TrainingSettings, MatryoshkaSettings):
             raise ConfigError("max_seq_length", self.max_seq_length, "at least 2 (room for a text token next to BOS/EOS)")
         if not 0 <= self.validation_split_percentage < 100:
             raise ConfigError("validation_split_percentage", self.validation_split_percentage, "0 to 99")
-        if not self.model_name_or_path:
-            raise ConfigError("model_name_or_path", "", "a Hub id, local folder, .gguf file or pypi: alias")
-        if not self.output_dir:
-            raise ConfigError("output_dir", "", "a folder path for the results")
         wiki1m = self.dataset_name is not None and self.dataset_name.lower() == "wiki1m"
         if wiki1m and self.dataset_file_path is None:
             raise ConfigError(
@@ -624,10 +620,6 @@ class SupervisedConfig(TrainingSettings, MatryoshkaSettings):
             raise ConfigError("max_seq_length", self.max_seq_length, "at least 2")
         if not 0 <= self.validation_split_percentage < 100:
             raise ConfigError("validation_split_percentage", self.validation_split_percentage, "0 to 99")
-        if not self.model_name_or_path:
-            raise ConfigError("model_name_or_path", "", "a Hub id, local folder, .gguf file or pypi: alias")
-        if not self.output_dir:
-            raise ConfigError("output_dir", "", "a folder path for the results")
         if self.dataset_name is not None and self.dataset_name.lower() != "e5":
             raise ConfigError("dataset_name", self.dataset_name, "E5 (with dataset_file_path), or none")
         given = [n for n in ("dataset_file_path", "train_file") if getattr(self, n) is not None]
