@@ -14,6 +14,7 @@ import bg2vec.models.lean_attention as lean_attention
 from bg2vec.models.dropout_masks import keep_scale
 from bg2vec.models.lean_attention import LEAN_SDPA, _DroppedAttention, use_lean_attention
 from bg2vec.objectives.simcse import set_attention_dropout
+from conftest import ARCHITECTURES
 
 
 def inputs(batch=5, heads=4, kv_heads=2, length=6, dim=8, dtype=torch.float64):
@@ -121,3 +122,28 @@ def test_a_model_gives_sdpa_results_in_eval_and_keeps_no_probabilities_in_traini
 def test_only_sdpa_models_switch(tiny_model_dirs):
     eager = AutoModel.from_pretrained(tiny_model_dirs["mistral"], attn_implementation="eager")
     assert not use_lean_attention(eager) and eager.config._attn_implementation == "eager"
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_every_family_trains_through_it_and_evaluates_as_sdpa(tiny_model_dirs, arch):
+    models = []
+    for _ in range(2):
+        model = AutoModel.from_pretrained(tiny_model_dirs[arch], dtype=torch.float32, attn_implementation="sdpa")
+        set_attention_dropout(model, 0.3)
+        models.append(model)
+    sdpa, lean = models
+    assert use_lean_attention(lean)
+    ids = torch.randint(5, 100, (2, 10))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    with torch.no_grad():
+        assert torch.equal(sdpa.eval()(input_ids=ids, attention_mask=mask).last_hidden_state,
+                           lean.eval()(input_ids=ids, attention_mask=mask).last_hidden_state)
+    lean.train()
+    outputs = []
+    for _ in range(2):
+        torch.manual_seed(9)
+        outputs.append(lean(input_ids=ids, attention_mask=mask).last_hidden_state)
+    assert torch.equal(outputs[0], outputs[1]) and outputs[0].isfinite().all()
+    outputs[0].pow(2).mean().backward()
+    assert all(p.grad is not None and p.grad.isfinite().all() for n, p in lean.named_parameters() if "q_proj.weight" in n)
