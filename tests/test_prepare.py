@@ -10,7 +10,7 @@ from transformers import AutoTokenizer
 
 from bg2vec.cli import main
 from bg2vec.config import MNTPConfig, PrepareConfig
-from bg2vec.data.blocks import load_blocks, mntp_datasets
+from bg2vec.data.blocks import TextSource, load_blocks, mntp_datasets
 from bg2vec.errors import ConfigError
 from bg2vec.recipes.prepare import SUMMARY_FILE, prepare_corpus
 from bg2vec.recipes.mntp import run_mntp
@@ -79,8 +79,8 @@ def test_blocks_and_bos_match_a_hand_computation(tmp_path, model, tokenizer, gro
 def test_same_blocks_as_run_mntp_from_the_same_text(tmp_path, model, tokenizer, corpus_files):
     result = prepare(tmp_path, model, [corpus_files["train"]], validation_input=[str(corpus_files["validation"])],
                      max_seq_length=16)
-    reference = mntp_datasets(tokenizer, 16, train_file=str(corpus_files["train"]),
-                              validation_file=str(corpus_files["validation"]))
+    source = TextSource(train_file=str(corpus_files["train"]), validation_file=str(corpus_files["validation"]))
+    reference = mntp_datasets(tokenizer, 16, source)
     prepared = load_blocks(result.output, 5)
     for split in ("train", "validation"):
         assert prepared[split]["input_ids"] == reference[split]["input_ids"]

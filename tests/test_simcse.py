@@ -242,6 +242,7 @@ def test_gathered_loss_and_gradients_equal_single_process():
 def test_prepared_datasets_of_token_ids_or_texts(tiny_model_dirs, tmp_path):
     from datasets import Dataset, DatasetDict
 
+    from bg2vec.data.blocks import TextSource
     from bg2vec.data.texts import simcse_datasets
 
     tokenizer = load_tokenizer(str(tiny_model_dirs["llama"]))
@@ -249,10 +250,10 @@ def test_prepared_datasets_of_token_ids_or_texts(tiny_model_dirs, tmp_path):
     blocks = [[bos, 40, 41, 42, 43, eos, bos, 44], [bos, 50, 51, 52, 53, 54, 55, 56], [bos, 40, 41, 42, 43, eos, 98, 97]]
     splits = {"train": blocks, "validation": blocks[1:2]}
     DatasetDict({k: Dataset.from_dict({"input_ids": v}) for k, v in splits.items()}).save_to_disk(tmp_path / "blocks")
-    prepared = simcse_datasets(tokenizer, 6, "mean", dataset_path=str(tmp_path / "blocks"))
+    prepared = simcse_datasets(tokenizer, 6, "mean", TextSource(dataset_path=str(tmp_path / "blocks"), validation_split_percentage=1))
     assert list(prepared["train"]["input_ids"]) == [blocks[0][:6], blocks[1][:6]], "cut to 6: the 3rd repeats the 1st"
     assert prepared["train"]["pooling_mask"][0] == [0, 1, 1, 1, 1, 0], "special tokens are not pooled"
     assert len(prepared["validation"]) == 0, "a held-out text seen in training is dropped"
     Dataset.from_dict({"text": CORPUS}).save_to_disk(tmp_path / "texts")
-    texts = simcse_datasets(tokenizer, 16, "mean", dataset_path=str(tmp_path / "texts"), validation_split_percentage=20)
+    texts = simcse_datasets(tokenizer, 16, "mean", TextSource(dataset_path=str(tmp_path / "texts"), validation_split_percentage=20))
     assert len(texts["train"]) + len(texts["validation"]) == len(CORPUS) and len(texts["validation"]) == 2

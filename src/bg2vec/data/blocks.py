@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -354,42 +355,51 @@ def check_blocks(dataset: Dataset, split: str, min_length: int = 2) -> None:
         )
 
 
-def mntp_datasets(
-    tokenizer: PreTrainedTokenizerBase,
-    max_seq_length: int,
-    dataset_path: str | None = None,
-    train_file: str | None = None,
-    validation_file: str | None = None,
-    dataset_name: str | None = None,
-    dataset_config_name: str | None = None,
-    text_column: str | None = None,
-    validation_split_percentage: int = 5,
-    max_train_samples: int | None = None,
-    max_eval_samples: int | None = None,
-    num_proc: int | None = None,
-    cache_dir: str | None = None,
-    overwrite_cache: bool = False,
-) -> DatasetDict:
+@dataclass(frozen=True)
+class TextSource:
+    """Where a recipe's text comes from (one source), how its validation part is found, and how much is used:
+    a config's data settings, as `mntp_datasets` and `simcse_datasets` take them."""
+
+    dataset_path: str | None = None  # a save_to_disk dataset (bg2vec prepare's blocks, or texts)
+    train_file: str | None = None
+    validation_file: str | None = None
+    dataset_name: str | None = None  # a Hub dataset
+    dataset_config_name: str | None = None
+    dataset_file_path: str | None = None  # SimCSE: llm2vec's one-text-per-line file (Wiki1M)
+    text_column: str | None = None
+    validation_split_percentage: int = 5  # without validation data, this share of train is held out
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    num_proc: int | None = None  # tokenization processes
+    cache_dir: str | None = None
+    overwrite_cache: bool = False
+
+
+def mntp_datasets(tokenizer: PreTrainedTokenizerBase, max_seq_length: int, source: TextSource) -> DatasetDict:
     """Train/validation token blocks from whichever source is given, checked and capped."""
-    if dataset_path is not None:
-        blocks = load_blocks(dataset_path, validation_split_percentage)
+    if source.dataset_path is not None:
+        blocks = load_blocks(source.dataset_path, source.validation_split_percentage)
     else:
-        raw = load_raw_text(train_file, validation_file, dataset_name, dataset_config_name, cache_dir, text_column)
+        raw = load_raw_text(
+            source.train_file, source.validation_file, source.dataset_name, source.dataset_config_name, source.cache_dir,
+            source.text_column,
+        )
         if "validation" not in raw:
-            raw = split_off_validation(raw["train"], validation_split_percentage)
+            raw = split_off_validation(raw["train"], source.validation_split_percentage)
         blocks = DatasetDict(
             {
                 name: tokenize_and_group(
-                    split, tokenizer, max_seq_length, text_column, num_proc, not overwrite_cache, f"[{name}] "
+                    split, tokenizer, max_seq_length, source.text_column, source.num_proc, not source.overwrite_cache,
+                    f"[{name}] ",
                 )
                 for name, split in raw.items()
             }
         )
-    limits: dict[str, Any] = {"train": max_train_samples, "validation": max_eval_samples}
+    limits: dict[str, Any] = {"train": source.max_train_samples, "validation": source.max_eval_samples}
     for name, limit in limits.items():
         if limit is not None and name in blocks:
             blocks[name] = blocks[name].select(range(min(limit, len(blocks[name]))))
     check_blocks(blocks["train"], "train")
-    if dataset_path is not None:
-        check_block_length(dataset_path, blocks["train"], max_seq_length)
+    if source.dataset_path is not None:
+        check_block_length(source.dataset_path, blocks["train"], max_seq_length)
     return blocks

@@ -27,7 +27,7 @@ from datasets import Dataset, DatasetDict, Features, List, Value, load_from_disk
 from datasets.fingerprint import Hasher
 from transformers import PreTrainedTokenizerBase
 
-from .blocks import load_raw_text, split_off_validation, text_column_of, tokenizer_fingerprint
+from .blocks import TextSource, load_raw_text, split_off_validation, text_column_of, tokenizer_fingerprint
 from ..errors import ConfigError, DataError
 
 WIKI1M = "wiki1m"  # llm2vec's name for a one-text-per-line file given as dataset_file_path
@@ -116,43 +116,26 @@ class SimCSECollator:
 
 
 def simcse_datasets(
-    tokenizer: PreTrainedTokenizerBase,
-    max_seq_length: int,
-    pooling_mode: str,
-    dataset_file_path: str | None = None,
-    train_file: str | None = None,
-    validation_file: str | None = None,
-    dataset_name: str | None = None,
-    dataset_config_name: str | None = None,
-    dataset_path: str | None = None,
-    text_column: str | None = None,
-    validation_split_percentage: int = 1,
-    max_train_samples: int | None = None,
-    max_eval_samples: int | None = None,
-    num_proc: int | None = None,
-    cache_dir: str | None = None,
-    overwrite_cache: bool = False,
+    tokenizer: PreTrainedTokenizerBase, max_seq_length: int, pooling_mode: str, source: TextSource
 ) -> DatasetDict:
     """Train and validation examples (`input_ids`, `pooling_mask`), distinct, capped, checked."""
-    raw = _load_source(
-        dataset_file_path, train_file, validation_file, dataset_name, dataset_config_name, dataset_path, cache_dir,
-        text_column,
-    )
+    raw = _load_source(source)
     if "validation" not in raw:
-        raw = split_off_validation(raw["train"], validation_split_percentage)
+        raw = split_off_validation(raw["train"], source.validation_split_percentage)
     tokenizer_hash = tokenizer_fingerprint(tokenizer)
     examples = {
         name: _examples(
-            split, name, tokenizer, max_seq_length, pooling_mode, text_column, num_proc, overwrite_cache, tokenizer_hash
+            split, name, tokenizer, max_seq_length, pooling_mode, source.text_column, source.num_proc,
+            source.overwrite_cache, tokenizer_hash,
         )
         for name, split in raw.items()
     }
     train, train_keys = keep_distinct(examples["train"])
     validation, _ = keep_distinct(examples["validation"], exclude=train_keys)
-    if max_train_samples is not None:
-        train = train.select(range(min(max_train_samples, len(train))))
-    if max_eval_samples is not None:
-        validation = validation.select(range(min(max_eval_samples, len(validation))))
+    if source.max_train_samples is not None:
+        train = train.select(range(min(source.max_train_samples, len(train))))
+    if source.max_eval_samples is not None:
+        validation = validation.select(range(min(source.max_eval_samples, len(validation))))
     if len(train) == 0:
         raise DataError("the training data has no text: the source is empty; add text")
     return DatasetDict({"train": train, "validation": validation})
@@ -217,35 +200,30 @@ def _mark_rows(batch: dict[str, list], special_ids: set[int], max_length: int, e
     return mark_token_ids(batch["input_ids"], special_ids, max_length, eos_token_id)
 
 
-def _load_source(
-    dataset_file_path: str | None,
-    train_file: str | None,
-    validation_file: str | None,
-    dataset_name: str | None,
-    dataset_config_name: str | None,
-    dataset_path: str | None,
-    cache_dir: str | None,
-    text_column: str | None,
-) -> DatasetDict:
-    if dataset_path is not None:
-        return _load_saved(dataset_path)
-    if dataset_file_path is not None:
+def _load_source(source: TextSource) -> DatasetDict:
+    if source.dataset_path is not None:
+        return _load_saved(source.dataset_path)
+    if source.dataset_file_path is not None:
         return load_raw_text(
-            train_file=dataset_file_path, validation_file=validation_file, text_column=text_column,
+            train_file=source.dataset_file_path, validation_file=source.validation_file, text_column=source.text_column,
             train_setting="dataset_file_path",
         )
-    if train_file is not None:
-        return load_raw_text(train_file=train_file, validation_file=validation_file, text_column=text_column)
-    if validation_file is not None:
-        _check_file("validation_file", validation_file)
+    if source.train_file is not None:
+        return load_raw_text(
+            train_file=source.train_file, validation_file=source.validation_file, text_column=source.text_column
+        )
+    if source.validation_file is not None:
+        _check_file("validation_file", source.validation_file)
     try:
-        raw = load_raw_text(dataset_name=dataset_name, dataset_config_name=dataset_config_name, cache_dir=cache_dir)
+        raw = load_raw_text(
+            dataset_name=source.dataset_name, dataset_config_name=source.dataset_config_name, cache_dir=source.cache_dir
+        )
     except OSError as exc:  # not on the Hub, or the Hub unreachable (ConnectionError is an OSError)
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError("dataset_name", dataset_name, "a Hub dataset reachable from here", fix=first_line) from None
-    if validation_file is not None:
+        raise ConfigError("dataset_name", source.dataset_name, "a Hub dataset reachable from here", fix=first_line) from None
+    if source.validation_file is not None:
         raw["validation"] = load_raw_text(
-            train_file=validation_file, text_column=text_column, train_setting="validation_file"
+            train_file=source.validation_file, text_column=source.text_column, train_setting="validation_file"
         )["train"]
     return raw
 

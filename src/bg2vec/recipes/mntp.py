@@ -31,6 +31,7 @@ from ..objectives.mntp import MNTPModel, masked_token_accuracy
 from ..paths import check_apart, clear_output_dir
 from .reporting import TrainingResult
 from .trainer import (
+    text_source,
     AdapterTrainer,
     start_run,
     add_lora,
@@ -112,22 +113,7 @@ def run_mntp(config: MNTPConfig, resume: str | bool | None = None, log=print) ->
     tokenizer = load_tokenizer(plan, config.cache_dir, config.trust_remote_code)
     mask = prepare_tokenizer(tokenizer, config.mask_token_type)
     with main_process_first():  # one process tokenizes; the others read datasets' cache
-        datasets = mntp_datasets(
-            tokenizer,
-            config.max_seq_length,
-            dataset_path=config.dataset_path,
-            train_file=config.train_file,
-            validation_file=config.validation_file,
-            dataset_name=config.dataset_name,
-            dataset_config_name=config.dataset_config_name,
-            text_column=config.text_column,
-            validation_split_percentage=config.validation_split_percentage,
-            max_train_samples=config.max_train_samples,
-            max_eval_samples=config.max_eval_samples,
-            num_proc=config.preprocessing_num_workers,
-            cache_dir=config.cache_dir,
-            overwrite_cache=config.overwrite_cache,
-        )
+        datasets = mntp_datasets(tokenizer, config.max_seq_length, text_source(config))
     do_eval = config.do_eval and len(datasets.get("validation", [])) > 0
     model = build_mntp_model(config, plan, tokenizer)
     log(trainable_parameters_line(model))

@@ -32,6 +32,7 @@ from ..objectives.simcse import SimCSEModel, pair_similarities, set_attention_dr
 from .simcse_trainer import SimCSETrainer
 from ..data.texts import EvalPairs, SimCSECollator, eval_pairs, simcse_datasets
 from .trainer import (
+    text_source,
     start_run,
     add_lora,
     build_training_arguments,
@@ -72,24 +73,7 @@ def run_simcse(config: SimCSEConfig, resume: str | bool | None = None, log=print
     tokenizer = load_tokenizer(plan, config.cache_dir, config.trust_remote_code)  # the encoder loads the same
     prepare_tokenizer_for_pooling(tokenizer, config.pooling_mode)
     with main_process_first():  # one process tokenizes; the others read datasets' cache
-        datasets = simcse_datasets(
-            tokenizer,
-            config.max_seq_length,
-            config.pooling_mode,
-            dataset_file_path=config.dataset_file_path,
-            train_file=config.train_file,
-            validation_file=config.validation_file,
-            dataset_name=config.dataset_name,
-            dataset_config_name=config.dataset_config_name,
-            dataset_path=config.dataset_path,
-            text_column=config.text_column,
-            validation_split_percentage=config.validation_split_percentage,
-            max_train_samples=config.max_train_samples,
-            max_eval_samples=config.max_eval_samples,
-            num_proc=config.preprocessing_num_workers,
-            cache_dir=config.cache_dir,
-            overwrite_cache=config.overwrite_cache,
-        )
+        datasets = simcse_datasets(tokenizer, config.max_seq_length, config.pooling_mode, text_source(config))
     if len(datasets["train"]) < global_batch:
         raise DataError(
             f"the training data has {len(datasets['train'])} distinct texts, fewer than one batch of {global_batch} "

@@ -13,7 +13,7 @@ import shutil
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from transformers import (
 )
 from transformers.trainer_utils import rotate_checkpoints
 
+from ..data.blocks import TextSource
 from ..models.architectures import STANDARD_LORA_TARGETS, ARCHITECTURES
 from ..config import TrainingSettings
 from ..errors import ConfigError, TrainingInterrupted, first_line
@@ -70,6 +71,13 @@ def add_lora(decoder: PreTrainedModel, r: int, alpha: int, dropout: float, targe
     if lean:
         use_lean_activations(model)
     return model
+
+
+def text_source(config: Any) -> TextSource:
+    """A config's data settings as the dataset builders take them (`preprocessing_num_workers` is `num_proc`)."""
+    names = {f.name for f in fields(TextSource)} - {"num_proc"}
+    return TextSource(**{name: getattr(config, name) for name in names if hasattr(config, name)},
+                      num_proc=config.preprocessing_num_workers)
 
 
 def is_main_process() -> bool:
