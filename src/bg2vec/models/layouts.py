@@ -109,9 +109,9 @@ def resolve_model(reference: str, adapter: str | None = None) -> ModelPlan:
     )
 
 
-def recorded_language(given: list[str] | None, model: str, adapter: str | None = None) -> list[str] | None:
-    """The languages a new output records: those it was given, else those its model chain recorded."""
-    return given or list(resolve_model(model, adapter).language) or None
+def recorded_language(given: list[str] | None, plan: ModelPlan) -> list[str] | None:
+    """The languages a new output records: those it was given, else those the chain it was built on recorded."""
+    return given or list(plan.language) or None
 
 
 def check_same_base(adapter: str, recorded: str | None, plan: ModelPlan) -> None:

@@ -151,12 +151,12 @@ def run_mntp(config: MNTPConfig, resume: str | bool | None = None, log=print) ->
 
     data = config.dataset_path or config.train_file or config.dataset_name
     return finish_run(trainer, model, config, final, {**TABLE_COLUMNS, **task_columns(config)},
-                      lambda: _save_run_description(model, mask, config), data, PLOT_FILE, "Bi-MNTP", do_eval)
+                      lambda: _save_run_description(model, mask, config, plan), data, PLOT_FILE, "Bi-MNTP", do_eval)
 
 
 
 
-def _save_run_description(model: MNTPModel, mask: MaskToken, config: MNTPConfig) -> dict[str, Any]:
+def _save_run_description(model: MNTPModel, mask: MaskToken, config: MNTPConfig, plan: ModelPlan) -> dict[str, Any]:
     """config.json (bidirectional flag included) and the versioned bg2vec_config.json a later step reads."""
     import peft
     import transformers
@@ -171,7 +171,7 @@ def _save_run_description(model: MNTPModel, mask: MaskToken, config: MNTPConfig)
         "format_version": 1,
         "stage": "mntp",
         "base_model_name_or_path": base,
-        "language": recorded_language(config.language, config.model_name_or_path),
+        "language": recorded_language(config.language, plan),
         "bidirectional": config.bidirectional,
         # embedding rows after a mask token was added (the new row is the mean row, never trained), else None
         "vocab_size": model.decoder.get_input_embeddings().weight.shape[0] if mask.added else None,

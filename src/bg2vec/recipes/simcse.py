@@ -128,7 +128,7 @@ def run_simcse(config: SimCSEConfig, resume: str | bool | None = None, log=print
 
     columns = {**TABLE_COLUMNS, **({"Spearman": "eval_spearman"} if pairs else {}), **task_columns(config)}
     data = config.dataset_file_path or config.dataset_path or config.train_file or config.dataset_name
-    return finish_run(trainer, model, config, final, columns, lambda: _save_run_description(config), data, PLOT_FILE,
+    return finish_run(trainer, model, config, final, columns, lambda: _save_run_description(config, plan), data, PLOT_FILE,
                       "SimCSE", do_eval, pairs=similarities)
 
 
@@ -205,7 +205,7 @@ def _pairs_before_and_after(
     ]
 
 
-def _save_run_description(config: SimCSEConfig) -> dict[str, Any]:
+def _save_run_description(config: SimCSEConfig, plan: ModelPlan) -> dict[str, Any]:
     """The versioned bg2vec_config.json from which `Bg2Vec.from_pretrained(output_dir)` rebuilds the encoder:
     base and MNTP adapter as given (local paths relative to the output), resolved on load as they were here."""
     import peft
@@ -220,7 +220,7 @@ def _save_run_description(config: SimCSEConfig) -> dict[str, Any]:
         "format_version": 1,
         "stage": "simcse",
         "base_model_name_or_path": base,
-        "language": recorded_language(config.language, config.model_name_or_path, config.peft_model_name_or_path),
+        "language": recorded_language(config.language, plan),
         "mntp_adapter": portable_reference(mntp_adapter, output_dir) if mntp_adapter else None,
         "bidirectional": config.bidirectional,
         "pooling_mode": config.pooling_mode,

@@ -108,7 +108,7 @@ def run_supervised(config: SupervisedConfig, resume: str | bool | None = None, l
     final = final_evaluation(trainer) if do_eval else {}
 
     return finish_run(trainer, model, config, final, {**TABLE_COLUMNS, **task_columns(config)},
-                      lambda: _save_run_description(config), config.dataset_file_path or config.train_file, PLOT_FILE,
+                      lambda: _save_run_description(config, plan), config.dataset_file_path or config.train_file, PLOT_FILE,
                       "Supervised", do_eval)
 
 
@@ -163,7 +163,7 @@ def build_supervised_model(config: SupervisedConfig, plan: ModelPlan, tokenizer)
 
 
 
-def _save_run_description(config: SupervisedConfig) -> dict[str, Any]:
+def _save_run_description(config: SupervisedConfig, plan: ModelPlan) -> dict[str, Any]:
     """bg2vec_config.json: base and MNTP adapter as given, so `Bg2Vec.from_pretrained(output_dir)` loads alone."""
     import peft
     import transformers
@@ -175,7 +175,7 @@ def _save_run_description(config: SupervisedConfig) -> dict[str, Any]:
     description = {
         "bg2vec_version": __version__, "format_version": 1, "stage": "supervised",
         "base_model_name_or_path": base,
-        "language": recorded_language(config.language, config.model_name_or_path, config.peft_model_name_or_path),
+        "language": recorded_language(config.language, plan),
         "mntp_adapter": portable_reference(mntp_adapter, output_dir) if mntp_adapter else None,
         "bidirectional": config.bidirectional, "pooling_mode": config.pooling_mode, "max_length": config.max_seq_length,
         "skip_instruction": True, "matryoshka_dims": config.matryoshka_dims, "torch_dtype": config.torch_dtype,
