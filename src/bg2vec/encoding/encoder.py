@@ -33,7 +33,7 @@ from ..models.adapters import portable_adapter_config
 from ..models.portable_files import portable_model_config, portable_tokenizer_files
 from ..models.backbone import load_model, load_tokenizer, merged_state_dict
 from ..models.layouts import (
-    BG2VEC_CONFIG_FILE, LLM2VEC_CONFIG_FILE, ModelPlan, peft_reference, portable_reference, recorded_reference, resolve_model,
+    BG2VEC_CONFIG_FILE, LLM2VEC_CONFIG_FILE, ModelPlan, portable_reference, recorded_reference, resolve_model,
 )
 from ..models.bidirectional import is_bidirectional
 from ..errors import ConfigError
@@ -299,7 +299,7 @@ class Bg2Vec(nn.Module):
         description = self.description(adapter_only, path)
         if adapter_only:
             recorded = recorded_reference(description["base_model_name_or_path"], path)
-            portable_adapter_config(path, peft_reference(recorded))
+            portable_adapter_config(path, portable_reference(recorded))  # absolute where local
         # llm2vec passes every key of this file to its constructor: only the four it knows
         llm2vec_settings = {k: v for k, v in asdict(self.settings).items() if k in LLM2VEC_SETTING_KEYS}
         (path / LLM2VEC_CONFIG_FILE).write_text(json.dumps(llm2vec_settings, indent=2), encoding="utf-8")

@@ -14,6 +14,8 @@ and autograd keeps the mask until the backward pass. Here:
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 _LEVELS = 1 << 16  # values a 16-bit lane takes
@@ -42,9 +44,7 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float, seed: int, device: 
     (on a CPU, float arithmetic is several times faster than bool masks); the same seed gives the same mask."""
     if quantized(p) in (0.0, 1.0):  # nothing or everything dropped: no lane decides
         return torch.full(shape, 1.0 - quantized(p), dtype=dtype, device=device)
-    count = 1
-    for size in shape:
-        count *= size
+    count = math.prod(shape)
     generator = _generators.get(device)
     if generator is None:
         generator = _generators[device] = torch.Generator(device=device)

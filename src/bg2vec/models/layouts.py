@@ -146,28 +146,19 @@ def recorded_reference(value: str, folder: str | Path) -> str:
     return str(inside.resolve()) if inside.exists() else value
 
 
-def portable_reference(reference: str, output_dir: str | Path) -> str:
-    """How an output records a reference: a Hub id or `pypi:` alias as given, a local path relative to the
-    output folder (so the two can move together), a Hub cache snapshot as its Hub id."""
-    if reference.startswith(PYPI_PREFIX):
-        return reference
-    path = Path(reference).expanduser()
-    if not path.exists():
-        return reference
-    hub_id = _hub_id_of_snapshot(path.resolve())
-    if hub_id:
-        return hub_id
-    return os.path.relpath(path.resolve(), Path(output_dir).resolve())
-
-
-def peft_reference(reference: str) -> str:
-    """How adapter_config.json records the base, for peft, transformers and llm2vec, which read it from any working
-    directory: a local folder as an absolute path, a Hub cache snapshot as its Hub id, anything else as given.
-    (bg2vec itself reads the relative record in bg2vec_config.json first, so a moved pair of folders still loads.)"""
+def portable_reference(reference: str, output_dir: str | Path | None = None) -> str:
+    """How an output records a reference: a Hub id or `pypi:` alias as given, a Hub cache snapshot as its Hub id,
+    a local path relative to `output_dir` (so the two can move together) or, without one, absolute: what
+    adapter_config.json holds, since peft, transformers and llm2vec read it from any working directory (bg2vec
+    reads the relative record in bg2vec_config.json first, so a moved pair of folders still loads)."""
     path = Path(reference).expanduser()
     if reference.startswith(PYPI_PREFIX) or not path.exists():
         return reference
-    return _hub_id_of_snapshot(path.resolve()) or str(path.resolve())
+    resolved = path.resolve()
+    hub_id = _hub_id_of_snapshot(resolved)
+    if hub_id:
+        return hub_id
+    return os.path.relpath(resolved, Path(output_dir).resolve()) if output_dir is not None else str(resolved)
 
 
 # --- reading one reference ----------------------------------------------------------------------------------

@@ -61,8 +61,8 @@ class _LoRABranch(torch.autograd.Function):
         grad_low = (grad @ weight_b.to(dtype)).mul_(ctx.factor)  # (N, r)
         grad_a = grad_x = None
         if weight_a.requires_grad:
-            dropped = x.to(dtype).flatten(0, -2)  # (N, in), recomputed
-            grad_a = grad_low.T @ (dropped * keep if keep is not None else dropped)  # (r, in)
+            inputs = x.to(dtype).flatten(0, -2)  # (N, in)
+            grad_a = grad_low.T @ (inputs * keep if keep is not None else inputs)  # (r, in); the dropped input, recomputed
         if ctx.needs_input_grad[0]:
             grad_x = grad_low @ weight_a.to(dtype)  # (N, in)
             if keep is not None:

@@ -22,7 +22,7 @@ from .._version import __version__
 from ..models.adapters import portable_adapter_config
 from ..models.backbone import check_causal_lm, load_model, load_tokenizer, position_limit, training_device
 from ..models.layouts import (
-    BG2VEC_CONFIG_FILE, ModelPlan, peft_reference, portable_reference, recorded_language, resolve_model,
+    BG2VEC_CONFIG_FILE, ModelPlan, portable_reference, recorded_language, resolve_model,
 )
 from ..config import SimCSEConfig, config_to_dict
 from ..errors import ConfigError, DataError
@@ -214,7 +214,7 @@ def _save_run_description(config: SimCSEConfig, plan: ModelPlan) -> dict[str, An
     output_dir = Path(config.output_dir)
     base = portable_reference(config.model_name_or_path, output_dir)
     mntp_adapter = config.peft_model_name_or_path
-    portable_adapter_config(output_dir, peft_reference(config.model_name_or_path))
+    portable_adapter_config(output_dir, portable_reference(config.model_name_or_path))  # absolute where local
     description = {
         "bg2vec_version": __version__,
         "format_version": 1,
