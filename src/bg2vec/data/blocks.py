@@ -29,9 +29,8 @@ from transformers import PreTrainedTokenizerBase
 
 from ..errors import ConfigError, DataError
 from ..paths import CORPUS_CACHE, default_cache_dir
+from .choices import REMAINDER_POLICIES
 from .corpus import read_corpus
-
-REMAINDER_POLICIES = ("drop", "keep")  # what happens to each group's last, short block
 
 GROUP_BATCH_SIZE = 1000
 STREAM_BATCH_DOCUMENTS = 10_000

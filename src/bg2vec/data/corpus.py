@@ -33,6 +33,7 @@ from datasets.fingerprint import Hasher
 from datasets.utils import tqdm
 
 from ..errors import ConfigError, DataError
+from .choices import DOCUMENT_UNITS, INPUT_FORMATS
 from .text_files import (
     COMPRESSION_SUFFIXES,
     UTF8_ERRORS,
@@ -42,8 +43,6 @@ from .text_files import (
     starts_with_json_object,
 )
 
-INPUT_FORMATS = ("auto", "text", "jsonl", "csv", "tsv", "parquet")  # auto: by suffix, else by content
-DOCUMENT_UNITS = ("line", "paragraph", "file")  # what one document of a .txt file is
 HUB_PREFIX = "hub:"
 READER_VERSION = 1  # part of every cache key: bump when reading or normalisation changes
 WRITE_BATCH_BYTES = 8 << 20

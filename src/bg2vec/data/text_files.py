@@ -21,8 +21,7 @@ from typing import Any, BinaryIO
 from datasets.utils import tqdm
 
 from ..errors import DataError
-
-UTF8_ERRORS = ("strict", "replace")  # invalid UTF-8: stop with file and byte offset, or replace
+from .choices import UTF8_ERRORS
 
 CHUNK_BYTES = 1 << 20
 COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zstd")
