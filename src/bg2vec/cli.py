@@ -4,57 +4,30 @@
     bg2vec encode [CONFIG.json] --model M --input texts.txt --output embeddings.npy [--batch-size 64 ...]
 
 Each subcommand is one `Command` row in `COMMANDS`: its config dataclass and a function `run(config, args)`.
-The flags are generated from the dataclass's fields (`add_config_flags`: type, help and default from the
-field), so every default lives once, in `bg2vec.config`. Training commands take free `--key value` overrides
-instead (any TrainingArguments key passes through). See docs/cli.md for adding a command.
+Its flags are generated from the dataclass's fields (`cli_flags.add_config_flags`: type, help and default
+from the field), so every default lives once, in `bg2vec.config`. Training commands take free `--key value`
+overrides instead (any TrainingArguments key passes through). docs/cli.md says how to add a command.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shlex
 import signal
 import sys
 import time
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .cli_flags import add_config_flags, given, settings_epilog, split_overrides
 from .config import EncodeConfig, EvaluateConfig, MineNegativesConfig, MNTPConfig, PrepareConfig, SimCSEConfig
-from .config import SupervisedConfig, config_help, load_config
+from .config import SupervisedConfig, load_config
 from .errors import Bg2VecError, ConfigError, TrainingInterrupted, first_line
 
 EXIT_BAD_INPUT = 2
 EXIT_ENVIRONMENT = 1  # the machine refused (disk full, I/O error): one line, no traceback
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
-
-
-def _split_overrides(extra: Sequence[str], parser: argparse.ArgumentParser) -> dict[str, str]:
-    """`--key value` / `--key=value` pairs after the config file, as strings (parsed later by type)."""
-    overrides: dict[str, str] = {}
-    items = list(extra)
-    while items:
-        item = items.pop(0)
-        if not item.startswith("--"):
-            parser.error(f"expected --key value, got {item!r}")
-        key, _, value = item[2:].partition("=")
-        if not _:
-            if not items or items[0].startswith("--"):
-                value = "true"  # a bare flag, e.g. --gradient_checkpointing
-            else:
-                value = items.pop(0)
-        overrides[key] = value
-    return overrides
-
-
-def _settings_epilog(config_class: type) -> str:
-    lines = ["settings (JSON keys, or --key value to override):"]
-    for name, text, default in config_help(config_class):
-        lines.append(f"  {name:<32} {text} [default: {default}]")
-    return "\n".join(lines)
 
 
 def _train(run: Callable, config: Any, args: argparse.Namespace, final_line: Callable[[dict], str], saved: str,
@@ -172,45 +145,6 @@ def _run_evaluate(config: EvaluateConfig, args: argparse.Namespace) -> None:
     print(f"took {time.time() - started:.0f} s")
 
 
-def add_config_flags(parser: argparse.ArgumentParser, config_class: type, flags: dict[str, tuple[str, ...]],
-                     positional: str | None = None) -> None:
-    """One option per field of `config_class`: type, help and default read from the field, nothing else.
-
-    `flags` renames options (field → spellings; default `--field-name`); `positional` is a list field taken
-    as positional arguments. Lists take several values (`--tasks a b`, or `--model a --model b`); booleans are
-    `--flag`/`--no-flag` (a field already named no_... is one `--no-...` flag). Unset options stay out of the
-    namespace (argparse.SUPPRESS), so the config file, then the dataclass, decide what they do not give.
-    """
-    hints = typing.get_type_hints(config_class)
-    for f in dataclasses.fields(config_class):
-        text = f.metadata.get("help", "")
-        hint = hints[f.name]
-        if typing.get_origin(hint) in (typing.Union, types.UnionType):  # `int | None` → int
-            hint = next(t for t in typing.get_args(hint) if t is not type(None))
-        kind = typing.get_origin(hint) or hint
-        if f.name == positional:
-            parser.add_argument(f.name, nargs="+", metavar=f.name.rstrip("s").upper(), help=text)
-            continue
-        names = flags.get(f.name, ("--" + f.name.replace("_", "-"),))
-        metavar = names[0].lstrip("-").replace("-", "_").upper()
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        shown = " [required]" if default == "" else "" if default in (None, False, []) else f" [default: {default}]"
-        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": text + shown}
-        if kind is bool:
-            kwargs["action"] = "store_true" if f.name.startswith("no_") else argparse.BooleanOptionalAction
-        elif kind is list:
-            kwargs.update(action="extend", nargs="+", type=(typing.get_args(hint) or (str,))[0], metavar=metavar.rstrip("S"))
-        else:
-            kwargs.update(type=kind, metavar=metavar)
-        parser.add_argument(*names, **kwargs)
-
-
-def _given(args: argparse.Namespace, config_class: type) -> dict[str, Any]:
-    """The settings the command line gave (the generated flags leave the others out)."""
-    names = {f.name for f in dataclasses.fields(config_class)}
-    return {name: value for name, value in vars(args).items() if name in names}
-
-
 def add_resume_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
@@ -274,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, command in COMMANDS.items():
         sub = subparsers.add_parser(
             name, help=command.help, description=command.help, formatter_class=argparse.RawDescriptionHelpFormatter,
-            epilog=_settings_epilog(command.config_class) if command.training else None,
+            epilog=settings_epilog(command.config_class) if command.training else None,
         )
         # CONFIG.json is taken by `main` from the first leftover argument, so flags alone work too
         if command.training:
@@ -300,9 +234,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # torchrun and schedulers stop runs with SIGTERM
     try:
         if command.training:
-            config = load_config(command.config_class, config_path, _split_overrides(extra, parser))
+            config = load_config(command.config_class, config_path, split_overrides(extra, parser))
         else:
-            config = load_config(command.config_class, config_path, given=_given(args, command.config_class))
+            config = load_config(command.config_class, config_path, given=given(args, command.config_class))
         command.run(config, args)
     except Bg2VecError as exc:
         print(f"bg2vec {args.command}: error: {exc}", file=sys.stderr)
