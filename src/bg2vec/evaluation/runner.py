@@ -86,6 +86,12 @@ def model_key(plan: ModelPlan, settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
 
 
+def external_key(identity: dict[str, str]) -> str:
+    """A hash of an off-the-shelf encoder's identity: reference, package name and version."""
+    parts = [RESULT_FORMAT_VERSION, sorted(identity.items())]
+    return "external-" + hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
 def task_key(task: Any) -> str:
     if isinstance(task, LocalTask):
         return f"{task.name}-{task.fingerprint()}"
@@ -148,7 +154,7 @@ def score_task(model: Any, task: Any, batch_size: int = 32) -> TaskScore:
 
     if isinstance(task, LocalTask) and task.type == "hard_triples":
         rows = task.rows["test"]
-        embed = lambda key: model.model.encode([r[key] for r in rows], batch_size=batch_size, show_progress_bar=False)  # noqa: E731
+        embed = lambda key: model.encode_texts([r[key] for r in rows], batch_size=batch_size)  # noqa: E731
         scores = hard_triple_scores(embed("anchor"), embed("positive"), embed("negative"))
         return TaskScore(task.name, task.type, scores["main_score"], scores)
     if isinstance(task, LocalTask) and task.type == "bitext_mining":  # both ways: 1 -> 2, then 2 -> 1

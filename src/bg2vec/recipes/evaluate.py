@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..config import EvaluateConfig
-from ..evaluation.mteb_model import Bg2VecMTEB
+from ..evaluation.external import describe_external, is_external, load_external
+from ..evaluation.mteb_model import Bg2VecMTEB, ExternalMTEB
 from ..evaluation.report import read_runs, write_report
-from ..evaluation.runner import ResultCache, evaluate_tasks, model_key, resolve_tasks
+from ..evaluation.runner import ResultCache, evaluate_tasks, external_key, model_key, resolve_tasks
 from ..models.layouts import resolve_model
 from ..paths import check_apart, check_output_dir
 
@@ -39,6 +40,14 @@ def run_evaluate(config: EvaluateConfig, log: Callable[[str], None] = print) -> 
 
     runs = []
     for number, reference in enumerate(config.models):
+        if is_external(reference):  # an off-the-shelf encoder: keyed by its package's name and version
+            settings = describe_external(reference)
+            log(f"model {reference} ({settings['package']} {settings['version']})")
+            load = lambda reference=reference: ExternalMTEB(load_external(reference))  # noqa: E731
+            scores = evaluate_tasks(load, tasks, cache, external_key(settings), config.batch_size, log=log)
+            runs.append({"model": reference, "adapter": None, "label": config.labels[number] if config.labels else None,
+                         "settings": settings, "tasks": [score.as_dict() for score in scores]})
+            continue
         plan = resolve_model(reference, config.adapter)
         overrides = {"pooling_mode": config.pooling_mode, "max_length": config.max_length}
         overrides = {k: v for k, v in overrides.items() if v is not None}
