@@ -21,9 +21,10 @@ import numpy as np
 from ..errors import ConfigError
 from ..models.layouts import ModelPlan
 from ..paths import default_cache_dir
+from .items import task_items
 from .local_tasks import LocalTask, as_mteb_task, hard_triple_scores, is_local_task, load_local_task
 
-RESULT_FORMAT_VERSION = 1
+RESULT_FORMAT_VERSION = 2  # 2: local tasks store per-item scores (for bootstrap intervals)
 # MTEB's Bulgarian tasks (Bg2Vec's table), and the bitext mining sets that pair Bulgarian with English.
 BULGARIAN_BENCHMARK = (
     "BulgarianStoreReviewSentimentClassfication", "LanguageClassification", "MultilingualSentimentClassification",
@@ -36,20 +37,21 @@ BENCHMARKS = {"bulgarian": BULGARIAN_BENCHMARK}
 
 @dataclass(frozen=True)
 class TaskScore:
-    """One task's result: its main score, every score MTEB reported (as plain JSON values), and whether it came
-    from the cache."""
+    """One task's result: its main score, every score MTEB reported (as plain JSON values), the per-item scores a
+    bootstrap resamples (local tasks; `items.py`), and whether it came from the cache."""
 
     task: str
     type: str
     main_score: float
     scores: dict[str, Any]
     cached: bool = False
+    items: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scores", json.loads(json.dumps(self.scores, default=_json_default)))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"task": self.task, "type": self.type, "main_score": self.main_score, "scores": self.scores}
+        return {"task": self.task, "type": self.type, "main_score": self.main_score, "scores": self.scores, "items": self.items}
 
 
 def resolve_tasks(names: list[str], benchmark: str | None = None) -> list[Any]:
@@ -112,7 +114,7 @@ class ResultCache:
         if not path.is_file():
             return None
         saved = json.loads(path.read_text(encoding="utf-8"))
-        return TaskScore(saved["task"], saved["type"], saved["main_score"], saved["scores"], cached=True)
+        return TaskScore(saved["task"], saved["type"], saved["main_score"], saved["scores"], cached=True, items=saved.get("items"))
 
     def put(self, model: str, task: str, score: TaskScore) -> None:
         path = self.path(model, task)
@@ -149,7 +151,57 @@ def evaluate_tasks(
 
 
 def score_task(model: Any, task: Any, batch_size: int = 32) -> TaskScore:
-    """One task scored with `model` (a `Bg2VecMTEB`): MTEB's evaluator, or the hard-triple metric."""
+    """One task scored with `model` (a `Bg2VecMTEB` or `ExternalMTEB`): MTEB's evaluator, or the hard-triple
+    metric; a local task also gets its per-item scores, from the very vectors its evaluator used."""
+    if not isinstance(task, LocalTask):
+        return _score(model, task, batch_size)
+    with _Recording(model) as seen:
+        score = _score(model, task, batch_size)
+    return TaskScore(score.task, score.type, score.main_score, score.scores, items=task_items(task, seen.vectors))
+
+
+class _Recording:
+    """Keeps every vector `model.encode` returns, by (role, text), while in the `with` block."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.seen: dict[tuple[str, str], np.ndarray] = {}
+
+    def __enter__(self) -> _Recording:
+        original, original_texts = self.model.encode, self.model.encode_texts
+
+        def encode(inputs: Any, *args: Any, prompt_type: Any = None, **kwargs: Any) -> np.ndarray:
+            batches = list(inputs)
+            out = original(batches, *args, prompt_type=prompt_type, **kwargs)
+            texts = [text for batch in batches for text in batch["text"]]
+            self.seen.update(zip(((_role(prompt_type), text) for text in texts), np.asarray(out)))
+            return out
+
+        def encode_texts(texts: list[str], batch_size: int = 32) -> np.ndarray:
+            out = original_texts(texts, batch_size)
+            self.seen.update(zip((("query", text) for text in texts), np.asarray(out)))
+            return out
+
+        self.model.encode, self.model.encode_texts = encode, encode_texts
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        del self.model.encode, self.model.encode_texts
+
+    def vectors(self, texts: list[str], role: str) -> np.ndarray:
+        """(N, H) recorded vectors; a document falls back to its query-role vector (a symmetric task)."""
+        found = [self.seen.get((role, t), self.seen.get(("query", t))) for t in texts]
+        missing = [t for t, v in zip(texts, found) if v is None]
+        if missing:
+            raise RuntimeError(f"the evaluator did not encode {missing[0]!r}: per-item scores need every text")
+        return np.stack(found).astype(np.float32)
+
+
+def _role(prompt_type: Any) -> str:
+    return "document" if str(getattr(prompt_type, "value", prompt_type)) == "document" else "query"
+
+
+def _score(model: Any, task: Any, batch_size: int) -> TaskScore:
     import mteb
 
     if isinstance(task, LocalTask) and task.type == "hard_triples":
