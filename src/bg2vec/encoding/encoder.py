@@ -295,7 +295,7 @@ class Bg2Vec(nn.Module):
             recorded = recorded_reference(description["base_model_name_or_path"], path)
             portable_adapter_config(path, portable_reference(recorded))  # absolute where local
         write_description(path, description, llm2vec=True)
-        write_model_card(path, description)
+        write_model_card(path)  # from the file just written
 
     def description(self, adapter_only: bool = False, output_path: str | Path = ".") -> dict[str, Any]:
         """What bg2vec_config.json says about this encoder: versions, base model, attention, pooling. With

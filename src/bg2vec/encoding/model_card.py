@@ -9,22 +9,23 @@ from pathlib import Path
 from typing import Any
 
 from ..models.references import PYPI_PREFIX
-from ..models.saved_outputs import STAGES, is_adapter
+from ..models.saved_outputs import STAGES, is_adapter, read_description
 
 
 def write_model_card(
     folder: str | Path,
-    description: dict[str, Any],
+    description: dict[str, Any] | None = None,
     table: str | None = None,
     data: str | None = None,
     steps: int | None = None,
 ) -> Path:
-    """Write `folder`/README.md from its bg2vec_config.json `description` (and, for a run, its metrics table,
-    data and step count); returns the file.
+    """Write `folder`/README.md from its bg2vec_config.json `description` (read from the folder if not given;
+    and, for a run, its metrics table, data and step count); returns the file.
 
     >>> write_model_card("outputs/mntp", json.load(open("outputs/mntp/bg2vec_config.json")), table, "train.txt", 1000)
     """
     folder = Path(folder)
+    description = read_description(folder) if description is None else description
     stage = description.get("stage", "encoder")
     base = description.get("base_model_name_or_path") or "unknown"
     mntp = description.get("mntp_adapter")
