@@ -220,3 +220,14 @@ def test_one_resolve_call_looks_each_reference_up_and_reads_each_file_once(chain
 def test_a_training_run_reads_the_base_config_once(chain):
     """Checking the model, capping the sequence length and loading it share one read."""
     assert chain["reads"] == {"mntp": 1, "simcse": 1}
+
+
+def test_the_one_config_read_feeds_the_checks(chain, tmp_path):
+    plan = layouts.resolve_model(str(chain["root"] / "simcse"))
+    model_config = backbone.read_model_config(plan)
+    backbone.check_causal_lm(model_config, plan.reference)
+    assert backbone.position_limit(model_config) == model_config.max_position_embeddings
+    with pytest.raises(ConfigError, match="a decoder-only causal LM, not model_type 't5'"):
+        backbone.check_causal_lm(transformers.T5Config(), "t5-small")
+    with pytest.raises(ConfigError, match="a model with a config.json"):
+        backbone.read_model_config(layouts.ModelPlan(str(tmp_path), "base", str(tmp_path), str(tmp_path)))
