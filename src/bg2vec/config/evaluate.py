@@ -30,6 +30,8 @@ class EvaluateConfig:
     torch_dtype: str = setting("auto, bfloat16, float16 or float32.", "auto")
     cache_dir: str | None = setting("Result cache; None = ~/.cache/bg2vec/evaluate ($BG2VEC_CACHE).", None)
     no_cache: bool = setting("Compute every score again (and do not store them).", False)
+    contamination: bool = setting("Report, per task, the share of its texts found in each model's recorded training files (exact and 13-gram).", False)
+    contamination_threshold: float = setting("Warn when a task's exact or 13-gram share is above this.", 0.01)
 
     def __post_init__(self) -> None:
         if not (self.models or self.compare):
@@ -48,5 +50,7 @@ class EvaluateConfig:
         check_positive("batch_size", self.batch_size)
         if self.pooling_mode is not None:
             check_choice("pooling_mode", self.pooling_mode, POOLING_MODES)
+        if not 0 <= self.contamination_threshold <= 1:
+            raise ConfigError("--contamination-threshold", self.contamination_threshold, "a share between 0 and 1")
         if not self.output_dir:
             raise ConfigError("--output-dir", "", "a folder for the report")

@@ -29,6 +29,8 @@ def write_report(folder: str | Path, runs: list[dict[str, Any]]) -> str:
     table = markdown_table(runs)
     if len(runs) > 1:
         table += "\n\n" + differences_table(runs)
+    if any(run.get("contamination") for run in runs):
+        table += "\n\n" + contamination_table(runs)
     (folder / TABLE_FILE).write_text(table + "\n", encoding="utf-8")
     bar_chart(runs, folder / CHART_FILE)
     return table
@@ -116,6 +118,18 @@ def _average_difference(base: dict[str, Any], other: dict[str, Any], tasks: list
     low, high = percentile_interval(sum(samples) / len(samples))
     difference = sum(b["main_score"] - a["main_score"] for a, b in pairs) / len(pairs)
     return {"difference": difference, "interval": [low, high], "significant": low > 0 or high < 0}
+
+
+def contamination_table(runs: list[dict[str, Any]]) -> str:
+    """Per model and task: the share of task texts found exactly, and sharing an n-gram, in its training files."""
+    lines = ["Training-text overlap (exact / 13-gram share of each task's texts; – = not checked)", "",
+             "| model | " + " | ".join(t["task"] for t in runs[0]["tasks"]) + " |", "| --- |" + " ---: |" * len(runs[0]["tasks"])]
+    for index, run in enumerate(runs):
+        found = (run.get("contamination") or {}).get("tasks", {})
+        cells = [f"{found[t['task']]['exact']:.1%} / {found[t['task']]['ngram']:.1%}" if found.get(t["task"]) else "–"
+                 for t in runs[0]["tasks"]]
+        lines.append(f"| {run_label(run, index, runs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def bar_chart(runs: list[dict[str, Any]], path: Path) -> None:

@@ -9,6 +9,7 @@ docs/saved-outputs.md lists the stages and keys.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from dataclasses import dataclass
@@ -56,7 +57,7 @@ KNOWN_KEYS = frozenset({
     "bg2vec_version", "format_version", "stage", "base_model_name_or_path", "mntp_adapter", "adapter", "language",
     "bidirectional", "vocab_size", "mask_token", "mask_token_id", "mask_token_type", "lm_head_trained",
     "pooling_mode", "max_length", "doc_max_length", "skip_instruction", "matryoshka_dims", "torch_dtype",
-    "chat_format", "versions", "training_config",
+    "chat_format", "versions", "training_config", "training_files",
 })  # fmt: skip
 
 
@@ -84,6 +85,23 @@ def describe(stage: str, **fields: Any) -> dict[str, Any]:
     if training_config is not None:
         description["training_config"] = training_config
     return description
+
+
+def file_records(sources: list[str | None]) -> list[dict[str, Any]]:
+    """{"path", "size", "sha256"} of every file a run trained on: each local source, a folder walked whole (a
+    Hub dataset name is no file and is left out). What `bg2vec evaluate --contamination` reads back."""
+    records = []
+    for source in sources:
+        if not source or not Path(source).exists():
+            continue
+        root = Path(source)
+        for file in sorted(p for p in ([root] if root.is_file() else root.rglob("*")) if p.is_file()):
+            digest = hashlib.sha256()
+            with open(file, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            records.append({"path": str(file.resolve()), "size": file.stat().st_size, "sha256": digest.hexdigest()})
+    return records
 
 
 def write_description(folder: str | Path, description: dict[str, Any], llm2vec: bool = False) -> dict[str, Any]:

@@ -3,7 +3,9 @@ can), write the report. Reads top to bottom.
 
 1. check the output folder (apart from every model and task folder) and the tasks (MTEB names or local folders);
 2. for each model: its cache key (files + settings); a model is loaded only if a task is missing from the cache;
-3. write evaluation.json / .md / .png with these runs and any earlier ones (`--compare`).
+3. with --contamination, the share of each task's texts found in each model's recorded training files (checked
+   before anything is scored, so a model without a record stops the run with nothing written);
+4. write evaluation.json / .md / .png with these runs and any earlier ones (`--compare`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..config import EvaluateConfig
+from ..errors import ConfigError
+from ..evaluation.contamination import overlap, read_training_texts, task_texts, training_files
 from ..evaluation.external import describe_external, is_external, load_external
+from ..evaluation.local_tasks import LocalTask
 from ..evaluation.mteb_model import Bg2VecMTEB, ExternalMTEB
 from ..evaluation.report import read_runs, write_report
 from ..evaluation.runner import ResultCache, evaluate_tasks, external_key, model_key, resolve_tasks
@@ -37,6 +42,7 @@ def run_evaluate(config: EvaluateConfig, log: Callable[[str], None] = print) -> 
     earlier = read_runs(config.compare)
     tasks = resolve_tasks(config.tasks, config.benchmark) if config.models else []
     cache = None if config.no_cache else ResultCache(config.cache_dir)
+    contamination = {m: _contamination(m, tasks, config.contamination_threshold, log) for m in config.models} if config.contamination else {}
 
     runs = []
     for number, reference in enumerate(config.models):
@@ -47,6 +53,8 @@ def run_evaluate(config: EvaluateConfig, log: Callable[[str], None] = print) -> 
             scores = evaluate_tasks(load, tasks, cache, external_key(settings), config.batch_size, log=log)
             runs.append({"model": reference, "adapter": None, "label": config.labels[number] if config.labels else None,
                          "settings": settings, "tasks": [score.as_dict() for score in scores]})
+            if contamination:
+                runs[-1]["contamination"] = contamination[reference]
             continue
         plan = resolve_model(reference, config.adapter)
         overrides = {"pooling_mode": config.pooling_mode, "max_length": config.max_length}
@@ -65,5 +73,26 @@ def run_evaluate(config: EvaluateConfig, log: Callable[[str], None] = print) -> 
             "label": config.labels[number] if config.labels else None, "settings": settings,
             "tasks": [score.as_dict() for score in scores],
         })
+        if contamination:
+            runs[-1]["contamination"] = contamination[reference]
     table = write_report(config.output_dir, earlier + runs)
     return EvaluateResult(config.output_dir, earlier + runs, table)
+
+
+def _contamination(reference: str, tasks: list[Any], threshold: float, log: Callable[[str], None]) -> dict[str, Any]:
+    """Per task, the shares of its texts in `reference`'s recorded training files; warns above `threshold`."""
+    records = None if is_external(reference) else training_files(reference)
+    if records is None:
+        raise ConfigError("--contamination", reference, "training outputs that recorded their training files (bg2vec mntp, simcse, supervised)",
+                          fix="this model recorded none, so its overlap is unknown: leave it out of --contamination runs")
+    training, unreadable = read_training_texts(records)
+    shares: dict[str, Any] = {}
+    for task in tasks:
+        if not isinstance(task, LocalTask):
+            shares[task.metadata.name] = None  # an MTEB hub task: its texts are not read here
+            continue
+        shares[task.name] = found = overlap(task_texts(task), training)
+        if max(found["exact"], found["ngram"]) > threshold:
+            log(f"warning: {task.name}: {found['exact']:.1%} of its texts occur in {reference}'s training text "
+                f"({found['ngram']:.1%} share a {found['ngram_n']}-gram)")
+    return {"files": [r["path"] for r in records], "unreadable": unreadable, "tasks": shares}

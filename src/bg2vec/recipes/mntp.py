@@ -20,7 +20,7 @@ from ..models.portable_files import portable_model_config
 from ..models.backbone import (
     check_causal_lm, load_model, load_tokenizer, position_limit, read_model_config, training_device,
 )
-from ..models.saved_outputs import describe, write_description
+from ..models.saved_outputs import describe, file_records, write_description
 from ..models.layouts import (
     ModelPlan, portable_reference, recorded_language, resolve_model,
 )
@@ -182,6 +182,7 @@ def _save_run_description(model: MNTPModel, mask: MaskToken, config: MNTPConfig,
         pooling_mode="mean",
         max_length=config.max_seq_length,
         skip_instruction=True,
+        training_files=file_records([config.dataset_path, config.train_file]),
         training_config=config_to_dict(config),
     ))
 

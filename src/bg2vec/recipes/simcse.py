@@ -20,7 +20,7 @@ from ..models.adapters import portable_adapter_config
 from ..models.backbone import (
     check_causal_lm, load_model, load_tokenizer, position_limit, read_model_config, training_device,
 )
-from ..models.saved_outputs import describe, write_description
+from ..models.saved_outputs import describe, file_records, write_description
 from ..models.layouts import (
     ModelPlan, portable_reference, recorded_language, resolve_model,
 )
@@ -227,5 +227,6 @@ def _save_run_description(config: SimCSEConfig, plan: ModelPlan) -> dict[str, An
         skip_instruction=True,
         matryoshka_dims=config.matryoshka_dims,
         torch_dtype=config.torch_dtype,
+        training_files=file_records([config.dataset_file_path, config.dataset_path, config.train_file]),
         training_config=config_to_dict(config),
     ))

@@ -25,7 +25,7 @@ from ..models.adapters import portable_adapter_config
 from ..models.backbone import (
     check_causal_lm, load_model, load_tokenizer, position_limit, read_model_config, training_device,
 )
-from ..models.saved_outputs import describe, write_description
+from ..models.saved_outputs import describe, file_records, write_description
 from ..models.layouts import (
     ModelPlan, portable_reference, recorded_language, resolve_model,
 )
@@ -179,5 +179,6 @@ def _save_run_description(config: SupervisedConfig, plan: ModelPlan) -> dict[str
         mntp_adapter=portable_reference(mntp_adapter, output_dir) if mntp_adapter else None,
         bidirectional=config.bidirectional, pooling_mode=config.pooling_mode, max_length=config.max_seq_length,
         skip_instruction=True, matryoshka_dims=config.matryoshka_dims, torch_dtype=config.torch_dtype,
+        training_files=file_records([config.dataset_file_path, config.train_file]),
         training_config=config_to_dict(config),
     ))
