@@ -9,14 +9,16 @@ import sys
 import pytest
 
 from bg2vec import cli
-from bg2vec.config import EncodeConfig, EvaluateConfig, MineNegativesConfig, PrepareConfig
+from bg2vec.config import EncodeConfig, EvaluateConfig, MergeConfig, MineNegativesConfig, PrepareConfig
 
-GENERATED = {"encode": EncodeConfig, "mine-negatives": MineNegativesConfig, "evaluate": EvaluateConfig, "prepare": PrepareConfig}
+GENERATED = {"encode": EncodeConfig, "mine-negatives": MineNegativesConfig, "evaluate": EvaluateConfig, "prepare": PrepareConfig,
+             "merge": MergeConfig}
 REQUIRED = {
     "encode": ["--model", "m", "--input", "a.txt", "--output", "b.npy"],
     "mine-negatives": ["--model", "m", "--input", "a.jsonl", "--output", "b.jsonl"],
     "evaluate": ["--model", "m", "--tasks", "t", "--output-dir", "out"],
     "prepare": ["a.txt", "--model", "m", "--output", "out"],
+    "merge": ["--model", "m", "--adapters", "a", "b", "--output", "out"],
 }
 
 
@@ -37,7 +39,7 @@ def built(monkeypatch):
 @pytest.mark.parametrize("command", GENERATED)
 def test_unset_flags_leave_the_dataclass_defaults(built, command):
     config = built(command, *REQUIRED[command])
-    given = {"model_name_or_path", "models", "input", "inputs", "output", "output_dir", "tasks"}
+    given = {"model_name_or_path", "models", "input", "inputs", "output", "output_dir", "tasks", "adapters"}
     expected = GENERATED[command](**{k: v for k, v in dataclasses.asdict(config).items() if k in given})
     assert config == expected
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .cli_flags import add_config_flags, given, settings_epilog, split_overrides
-from .config import EncodeConfig, EvaluateConfig, MineNegativesConfig, MNTPConfig, PrepareConfig, SimCSEConfig
+from .config import EncodeConfig, EvaluateConfig, MergeConfig, MineNegativesConfig, MNTPConfig, PrepareConfig, SimCSEConfig
 from .config import SupervisedConfig, load_config
 from .errors import Bg2VecError, ConfigError, TrainingInterrupted, first_line
 
@@ -145,6 +145,14 @@ def _run_evaluate(config: EvaluateConfig, args: argparse.Namespace) -> None:
     print(f"took {time.time() - started:.0f} s")
 
 
+def _run_merge(config: MergeConfig, args: argparse.Namespace) -> None:
+    from .recipes.merge import run_merge
+
+    described = run_merge(config)
+    merged = described["merged_from"]
+    print(f"merged {len(merged['adapters'])} adapters ({merged['method']}, rank {merged['rank_each']} each) into {config.output}")
+
+
 def add_resume_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
@@ -198,6 +206,10 @@ COMMANDS: dict[str, Command] = {
     "evaluate": Command(
         "Score encoders on MTEB tasks and local task folders; a report (Markdown, PNG, JSON); earlier runs compared.",
         EvaluateConfig, _run_evaluate, {"models": ("--model",), "labels": ("--label",)},
+    ),
+    "merge": Command(
+        "Merge LoRA adapters of one base, stage and rank (average or slerp) into one output folder.",
+        MergeConfig, _run_merge, {"model_name_or_path": MODEL_FLAG},
     ),
 }
 

@@ -5,7 +5,7 @@ generates the flags of most commands from these fields. Importing this package l
 
     training.py   TrainingSettings, DataSettings, MatryoshkaSettings; MNTPConfig, SimCSEConfig, SupervisedConfig
     prepare.py    PrepareConfig          encode.py   EncodeConfig
-    mining.py     MineNegativesConfig    evaluate.py EvaluateConfig
+    mining.py     MineNegativesConfig    evaluate.py EvaluateConfig    merge.py MergeConfig
     loading.py    JSON files and `--key value` strings → a config (types checked, unknown keys named)
     fields.py     `setting(help, default)` and the checks every config uses
 """
@@ -14,6 +14,7 @@ from .encode import EncodeConfig
 from .evaluate import EvaluateConfig
 from .fields import TORCH_DTYPES, setting
 from .loading import CONFIG_FORMAT_VERSION, KEY_ALIASES, config_from_dict, config_help, config_to_dict, load_config
+from .merge import MergeConfig
 from .mining import MineNegativesConfig
 from .prepare import PrepareConfig
 from .training import DataSettings, MatryoshkaSettings, MNTPConfig, SimCSEConfig, SupervisedConfig, TrainingSettings
@@ -26,6 +27,7 @@ __all__ = [
     "KEY_ALIASES",
     "MNTPConfig",
     "MatryoshkaSettings",
+    "MergeConfig",
     "MineNegativesConfig",
     "PrepareConfig",
     "SimCSEConfig",

@@ -57,7 +57,7 @@ KNOWN_KEYS = frozenset({
     "bg2vec_version", "format_version", "stage", "base_model_name_or_path", "mntp_adapter", "adapter", "language",
     "bidirectional", "vocab_size", "mask_token", "mask_token_id", "mask_token_type", "lm_head_trained",
     "pooling_mode", "max_length", "doc_max_length", "skip_instruction", "matryoshka_dims", "torch_dtype",
-    "chat_format", "versions", "training_config", "training_files",
+    "chat_format", "versions", "training_config", "training_files", "merged_from",
 })  # fmt: skip
 
 
