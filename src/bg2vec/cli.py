@@ -187,14 +187,16 @@ def _run_encode(args: argparse.Namespace, overrides: dict[str, str]) -> None:
 
     check_paths(args.input, args.output, {"--model": args.model, "--adapter": args.adapter})
     started = time.time()
+    devices = _devices(args.device)
+    placement = {"device_map": devices} if isinstance(devices, str) else {}  # one device: load the model there
     encoder = Bg2Vec.from_pretrained(
         args.model, args.adapter, merge_peft=args.merge_adapter, pooling_mode=args.pooling_mode,
-        max_length=args.max_length, torch_dtype=args.torch_dtype,
+        max_length=args.max_length, torch_dtype=args.torch_dtype, **placement,
     )
     try:
         rows = encode_file(
             encoder, args.input, args.output, batch_size=args.batch_size, chunk_size=args.chunk_size,
-            instruction=args.instruction, normalize_embeddings=args.normalize, device=_devices(args.device), dim=args.dim,
+            instruction=args.instruction, normalize_embeddings=args.normalize, device=devices, dim=args.dim,
             max_batch_tokens=args.max_batch_tokens,
         )
     finally:
