@@ -23,6 +23,16 @@ from .embedding import embed_features
 POLL_SECONDS = 1.0  # how often a waiting pool checks that its workers are alive
 
 
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """Whether two devices are one ("cuda" is the current CUDA device)."""
+    if a.type != b.type:
+        return False
+    if a.type == "cpu" or a.index == b.index:
+        return True
+    current = torch.get_device_module(a.type).current_device
+    return (a.index if a.index is not None else current()) == (b.index if b.index is not None else current())
+
+
 @contextmanager
 def without_capturing_hooks(model: nn.Module) -> Iterator[None]:
     """The model without transformers' output-capturing forward hooks (local functions, which cannot be

@@ -15,7 +15,6 @@ device, started once and kept for later calls until `stop_pool()` (`devices.py`)
 
 from __future__ import annotations
 
-import copy
 import json
 import sys
 import threading
@@ -41,9 +40,9 @@ from ..models.layouts import (
 from ..models.bidirectional import is_bidirectional
 from ..errors import ConfigError
 from .batching import plan_batches
-from .devices import DevicePool
+from .devices import DevicePool, same_device
 from .embedding import embed_features
-from .inputs import ChatFormat, InputBuilder, ModelInput, chat_format_for, collate, eos_text_for
+from .inputs import ChatFormat, InputBuilder, ModelInput, chat_format_for, collate, eos_text_for, with_encoder_padding
 from .pooling import POOLING_MODES
 
 # Fast tokenizers keep their truncation setting in shared state, changed by calls that truncate: calls from
@@ -84,26 +83,6 @@ def check_dims(dims: Any, setting: str = "matryoshka_dims") -> list[int]:
             or len(set(dims)) != len(dims):
         raise ConfigError(setting, dims, "a list of distinct positive whole numbers, e.g. [768, 512, 256, 128, 64]")
     return list(dims)
-
-
-def with_encoder_padding(tokenizer: Any) -> Any:
-    """`tokenizer` with llm2vec's padding (pad token = EOS, left side): itself if it has it already, else a copy,
-    so the caller's object is never changed. Padding is masked, so the pad token only has to be one the model knows."""
-    if tokenizer.pad_token == tokenizer.eos_token and tokenizer.padding_side == "left":
-        return tokenizer
-    tokenizer = copy.deepcopy(tokenizer)
-    tokenizer.pad_token, tokenizer.padding_side = tokenizer.eos_token, "left"
-    return tokenizer
-
-
-def same_device(a: torch.device, b: torch.device) -> bool:
-    """Whether two devices are one ("cuda" is the current CUDA device)."""
-    if a.type != b.type:
-        return False
-    if a.type == "cpu" or a.index == b.index:
-        return True
-    current = torch.get_device_module(a.type).current_device
-    return (a.index if a.index is not None else current()) == (b.index if b.index is not None else current())
 
 
 class Bg2Vec(nn.Module):
@@ -203,8 +182,7 @@ class Bg2Vec(nn.Module):
             settings = replace(settings, max_length=positions, doc_max_length=min(settings.doc_max_length, positions))
         if "device_map" not in model_kwargs and torch.cuda.is_available():
             decoder.to("cuda")
-        tokenizer = load_tokenizer(plan)
-        tokenizer.pad_token, tokenizer.padding_side = tokenizer.eos_token, "left"  # our own object: no copy needed
+        tokenizer = with_encoder_padding(load_tokenizer(plan), owned=True)  # loaded here: no copy needed
         name = plan.base_reference or plan.weights
         return cls(decoder, tokenizer, settings, name, chat_format_for(list(plan.names) + [name]), plan)
 
