@@ -218,7 +218,7 @@ class Bg2Vec(nn.Module):
         return self._embed(self.model, features)
 
     def embed_inputs(self, inputs: list[ModelInput], batch_size: int = 32, max_batch_tokens: int | None = None) -> torch.Tensor:
-        """(N, H) float32 CPU embeddings of `build_inputs` results, in input order, on the model's device.
+        """(N, H) float32 CPU embeddings of `build_inputs` results, in input order, computed where the model is.
 
         Inputs are sorted by length and cut into batches of at most `batch_size` rows and `max_batch_tokens`
         padded tokens; an input's embedding does not depend on what else is in the list (up to rounding), so
