@@ -93,3 +93,30 @@ def test_adapters_of_another_rank_or_base_are_refused(adapters, tiny_model_dirs,
         line = capsys.readouterr().err.strip().splitlines()[-1]
         assert all(word in line for word in words), line
         assert not out.exists()
+
+
+def test_greedy_selection_keeps_an_adapter_only_if_the_score_does_not_drop(adapters, tmp_path):
+    from test_evaluate import write_task
+
+    from bg2vec.evaluation.mteb_model import Bg2VecMTEB
+    from bg2vec.evaluation.runner import score_task
+    from bg2vec.evaluation.local_tasks import load_local_task
+    from bg2vec.models.layouts import resolve_model
+
+    words = "ябълка круша слива дюля череша вишна праскова кайсия".split()
+    task = write_task(tmp_path / "triples", "hard_triples", [
+        {"anchor": words[i], "positive": f"{words[i]} {words[(i + 1) % 8]}", "negative": words[(i + 4) % 8]} for i in range(8)])
+    out = tmp_path / "greedy"
+    assert main(["merge", "--model", adapters["base"], "--adapters", str(adapters["a"]), str(adapters["b"]),
+                 "--output", str(out), "--select-by", str(task)]) == 0
+    merged = json.loads((out / "bg2vec_config.json").read_text())["merged_from"]
+    selection = merged["selection"]
+    alone = selection["alone"]
+    best_first = max(alone, key=alone.get)
+    assert merged["adapters"][0] == best_first
+    (tried,) = selection["tried"]
+    assert tried["kept"] == (tried["score"] >= alone[best_first])
+    assert len(merged["adapters"]) == (2 if tried["kept"] else 1)
+    # the recorded score is the output's own score on the task
+    score = score_task(Bg2VecMTEB(resolve_model(str(out)), use_instructions=False), load_local_task(task)).main_score
+    assert score == pytest.approx(selection["score"], abs=1e-5)

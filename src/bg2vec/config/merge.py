@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError
 from ..models.merging import METHODS
-from .fields import check_choice, setting
+from .fields import check_choice, check_positive, setting
 
 
 @dataclass
@@ -17,6 +17,8 @@ class MergeConfig:
     adapters: list[str] = setting("Two or more adapter folders (bg2vec simcse or supervised outputs).", default_factory=list)
     output: str = setting("The merged output folder (loads alone with Bg2Vec.from_pretrained).", "")
     method: str = setting("average (a soup of the weight updates) or slerp (spherical interpolation).", "average")
+    select_by: list[str] | None = setting("Eval tasks (MTEB names or local folders): greedy soup, adding each adapter (best first) only if their average score does not drop.", None)
+    batch_size: int = setting("Texts per forward pass when scoring --select-by tasks.", 32)
     overwrite: bool = setting("Replace an existing output folder.", False)
 
     def __post_init__(self) -> None:
@@ -26,3 +28,4 @@ class MergeConfig:
         if len(self.adapters) < 2:
             raise ConfigError("--adapters", self.adapters, "two or more adapter folders")
         check_choice("method", self.method, METHODS)
+        check_positive("batch_size", self.batch_size)

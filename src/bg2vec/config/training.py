@@ -239,6 +239,13 @@ class SimCSEConfig(TrainingSettings, MatryoshkaSettings):
         "mini-batch, about 1.3x the compute. None = plain back-propagation.",
         None,
     )
+    teacher_embeddings: str | None = setting(
+        "Distillation: a teacher's vectors of the training texts, row i = line i of the training file (.npy (N, T), "
+        "e.g. from bg2vec encode, or parquet with id and embedding columns); adds the MSE of the batch's "
+        "cosine-similarity matrices to the loss (dimensions need not match).",
+        None,
+    )
+    teacher_weight: float = setting("Weight of the distillation term (with teacher_embeddings).", 1.0)
     # --- data ---
     dataset_file_path: str | None = setting("One text per line (llm2vec's Wiki1M: wiki1m_for_simcse.txt).", None)
     dataset_name: str | None = setting(
@@ -273,6 +280,11 @@ class SimCSEConfig(TrainingSettings, MatryoshkaSettings):
             raise ConfigError("loss_scale", self.loss_scale, "a number > 0 (1/temperature)", fix="llm2vec uses 20")
         if self.mini_batch_size is not None:
             check_positive("mini_batch_size", self.mini_batch_size)
+        if not self.teacher_weight >= 0:
+            raise ConfigError("teacher_weight", self.teacher_weight, "a weight >= 0")
+        if self.teacher_embeddings is not None and self.dataset_path is not None:
+            raise ConfigError("teacher_embeddings", self.teacher_embeddings, "a teacher for a text file (train_file or dataset_file_path)",
+                              fix="a saved dataset has no line order to align with: train from the text file")
         if self.max_seq_length < 2:
             raise ConfigError("max_seq_length", self.max_seq_length, "at least 2 (room for a text token next to BOS/EOS)")
         if not 0 <= self.validation_split_percentage < 100:

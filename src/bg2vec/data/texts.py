@@ -102,6 +102,7 @@ class SimCSECollator:
     """Pads examples to the longest in the batch (right side): input_ids, attention_mask, pooling_mask (B, T)."""
 
     pad_token_id: int
+    teacher: Any = None  # (N, T) teacher vectors by training-file row: adds "teacher" (B, T) to training batches
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         longest = max(len(f["input_ids"]) for f in features)
@@ -113,16 +114,24 @@ class SimCSECollator:
             input_ids[row, :n] = torch.as_tensor(feature["input_ids"])
             attention_mask[row, :n] = 1
             pooling_mask[row, :n] = torch.as_tensor(feature["pooling_mask"])
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "pooling_mask": pooling_mask}
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "pooling_mask": pooling_mask}
+        if self.teacher is not None and "row" in features[0]:
+            batch["teacher"] = torch.as_tensor(self.teacher[[f["row"] for f in features]])  # (B, T)
+        return batch
 
 
 def simcse_datasets(
-    tokenizer: PreTrainedTokenizerBase, max_seq_length: int, pooling_mode: str, source: TextSource
+    tokenizer: PreTrainedTokenizerBase, max_seq_length: int, pooling_mode: str, source: TextSource, keep_rows: bool = False
 ) -> DatasetDict:
-    """Train and validation examples (`input_ids`, `pooling_mask`), distinct, capped, checked."""
+    """Train and validation examples (`input_ids`, `pooling_mask`), distinct, capped, checked. With `keep_rows`,
+    training examples keep `row`, their row number in the training source (what teacher vectors are aligned to)."""
     raw = _load_source(source)
+    if keep_rows:
+        raw["train"] = raw["train"].add_column("row", list(range(len(raw["train"]))))
     if "validation" not in raw:
         raw = split_off_validation(raw["train"], source.validation_split_percentage)
+        if keep_rows:
+            raw["validation"] = raw["validation"].remove_columns("row")
     tokenizer_hash = tokenizer_fingerprint(tokenizer)
     examples = {
         name: _examples(
@@ -167,7 +176,7 @@ def _examples(
         examples = split.map(
             _mark_rows,
             fn_kwargs={"special_ids": set(special), "max_length": max_seq_length, "eos_token_id": eos},
-            remove_columns=split.column_names,
+            remove_columns=[c for c in split.column_names if c != "row"],
             new_fingerprint=Hasher.hash([split._fingerprint, "simcse-cut", special, max_seq_length, eos]),
             desc=f"[{name}] Cutting to {max_seq_length} tokens",
             **options,
@@ -181,7 +190,7 @@ def _examples(
         examples = texts.map(
             _tokenize_rows,
             fn_kwargs={"tokenizer": tokenizer, "column": column, "max_length": max_seq_length, "pooling_mode": pooling_mode},
-            remove_columns=texts.column_names,
+            remove_columns=[c for c in texts.column_names if c != "row"],
             new_fingerprint=Hasher.hash(
                 [texts._fingerprint, "simcse-tokenize", column, max_seq_length, pooling_mode, tokenizer_hash]
             ),
@@ -199,6 +208,11 @@ def _tokenize_rows(batch: dict[str, list], tokenizer, column: str, max_length: i
 
 def _mark_rows(batch: dict[str, list], special_ids: set[int], max_length: int, eos_token_id: int | None) -> dict:
     return mark_token_ids(batch["input_ids"], special_ids, max_length, eos_token_id)
+
+
+def training_source_rows(source: TextSource) -> int:
+    """How many rows the training source holds (empty ones included): the length a teacher file must have."""
+    return len(_load_source(source)["train"])
 
 
 def _load_source(source: TextSource) -> DatasetDict:

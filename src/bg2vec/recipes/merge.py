@@ -6,6 +6,9 @@ to bottom:
 2. merge the weight updates exactly (`models.merging`: rank n·r, lora_alpha scaled to keep the scale);
 3. write an ordinary output folder: adapter, tokenizer, bg2vec_config.json of the first adapter (references made
    relative to the new folder) with `merged_from` (the adapters, the method, each module's coefficients).
+
+With --select-by (a greedy soup, Wortsman et al. 2022): score each adapter alone on those tasks, then add them best
+first, keeping one only if the merged average score does not drop; the candidates' scores are recorded too.
 """
 
 from __future__ import annotations
@@ -37,20 +40,63 @@ def run_merge(config: MergeConfig) -> dict[str, Any]:
         for folder, fact in zip(config.adapters[1:], facts[1:]):
             if fact[name] != facts[0][name]:
                 raise ConfigError("--adapters", f"{config.adapters[0]} ({name} {facts[0][name]}) vs {folder} ({name} {fact[name]})",
-                                  f"adapters of one base, stage and rank", fix="merge only adapters trained alike")
+                                  "adapters of one base, stage and rank", fix="merge only adapters trained alike")
 
-    adapter_config = read_adapter_config(config.adapters[0])
+    selection = None
+    adapters = list(config.adapters)
+    if config.select_by:
+        adapters, selection = _greedy(config, adapters)
+    _write_merge(config, adapters, config.output)
+    description = read_description(config.output)
+    if selection is not None:
+        description["merged_from"]["selection"] = selection
+        write_description(config.output, description)
+    return description
+
+
+def _greedy(config: MergeConfig, adapters: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """The adapters a greedy soup keeps (best alone first; each next one only if the score does not drop)."""
+    import tempfile
+
+    from ..evaluation.mteb_model import Bg2VecMTEB
+    from ..evaluation.runner import evaluate_tasks, resolve_tasks
+
+    tasks = resolve_tasks(config.select_by)
+
+    def score(folder: str) -> float:
+        results = evaluate_tasks(lambda: Bg2VecMTEB(resolve_model(folder), use_instructions=False), tasks, None, "",
+                                 config.batch_size, log=lambda *_: None)
+        return sum(r.main_score for r in results) / len(results)
+
+    alone = {folder: score(folder) for folder in adapters}
+    ranked = sorted(adapters, key=lambda f: -alone[f])
+    chosen, best, tried = [ranked[0]], alone[ranked[0]], []
+    with tempfile.TemporaryDirectory() as scratch:
+        for number, candidate in enumerate(ranked[1:]):
+            trial = str(Path(scratch) / f"trial{number}")
+            _write_merge(config, chosen + [candidate], trial)
+            value = score(trial)
+            tried.append({"added": str(Path(candidate).resolve()), "score": value, "kept": value >= best})
+            if value >= best:
+                chosen, best = chosen + [candidate], value
+    selection = {"select_by": list(config.select_by), "alone": {str(Path(f).resolve()): v for f, v in alone.items()},
+                 "tried": tried, "score": best}
+    return chosen, selection
+
+
+def _write_merge(config: MergeConfig, adapters: list[str], folder: str) -> dict[str, Any]:
+    adapter_config = read_adapter_config(adapters[0])
     n, r, alpha = len(config.adapters), adapter_config["r"], adapter_config["lora_alpha"]
     scaling = alpha / (math.sqrt(r) if adapter_config.get("use_rslora") else r)
-    weights, used = merge_lora_weights([load_adapter_weights(f) for f in config.adapters], scaling, config.method)
+    weights, used = merge_lora_weights([load_adapter_weights(f) for f in adapters], scaling, config.method)
 
     from safetensors.torch import save_file
 
-    output = Path(config.output)
+    output = Path(folder)
     if output.exists():
         shutil.rmtree(output)
     output.mkdir(parents=True)
-    first = Path(config.adapters[0])
+    first = Path(adapters[0])
     for file in first.iterdir():  # tokenizer files and the like; not checkpoints, reports or the adapter itself
         if file.is_file() and file.name.startswith(("tokenizer", "special_tokens", "chat_template", "vocab", "merges")):
             shutil.copy2(file, output / file.name)
@@ -63,8 +109,8 @@ def run_merge(config: MergeConfig) -> dict[str, Any]:
     for key in ("base_model_name_or_path", "mntp_adapter"):
         if description.get(key):
             description[key] = portable_reference(_from(first, description[key]), output)
-    description["training_files"] = [r for f in config.adapters for r in read_description(f).get("training_files", [])]
-    description["merged_from"] = {"adapters": [str(Path(f).resolve()) for f in config.adapters], "method": config.method,
+    description["training_files"] = [r for f in adapters for r in read_description(f).get("training_files", [])]
+    description["merged_from"] = {"adapters": [str(Path(f).resolve()) for f in adapters], "method": config.method,
                                   "rank_each": r, "coefficients": used}
     return write_description(output, description)
 

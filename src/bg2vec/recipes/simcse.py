@@ -30,7 +30,8 @@ from ..paths import check_apart, clear_output_dir
 from .reporting import TrainingResult
 from ..objectives.simcse import SimCSEModel, pair_similarities, set_attention_dropout
 from .simcse_trainer import SimCSETrainer
-from ..data.texts import EvalPairs, SimCSECollator, eval_pairs, simcse_datasets
+from ..data.texts import EvalPairs, SimCSECollator, eval_pairs, simcse_datasets, training_source_rows
+from ..objectives.distillation import read_teacher_embeddings
 from .trainer import (
     text_source,
     start_run,
@@ -73,8 +74,12 @@ def run_simcse(config: SimCSEConfig, resume: str | bool | None = None, log=print
     config = cap_sequence_length(config, position_limit(model_config), log)
     tokenizer = load_tokenizer(plan, config.cache_dir, config.trust_remote_code)  # the encoder loads the same
     prepare_tokenizer_for_pooling(tokenizer, config.pooling_mode)
+    teacher = None
+    if config.teacher_embeddings is not None:  # checked before any model is loaded: rows, ids, NaN
+        teacher = read_teacher_embeddings(config.teacher_embeddings, training_source_rows(text_source(config)))
     with main_process_first():  # one process tokenizes; the others read datasets' cache
-        datasets = simcse_datasets(tokenizer, config.max_seq_length, config.pooling_mode, text_source(config))
+        datasets = simcse_datasets(tokenizer, config.max_seq_length, config.pooling_mode, text_source(config),
+                                   keep_rows=teacher is not None)
     if len(datasets["train"]) < global_batch:
         raise DataError(
             f"the training data has {len(datasets['train'])} distinct texts, fewer than one batch of {global_batch} "
@@ -90,7 +95,7 @@ def run_simcse(config: SimCSEConfig, resume: str | bool | None = None, log=print
         f"{config.max_seq_length} tokens | {global_batch} texts per step, two dropout views each "
         f"(simcse_dropout {config.simcse_dropout}) | pooling: {config.pooling_mode}")
 
-    collator = SimCSECollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+    collator = SimCSECollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0, teacher=teacher)
     args = build_training_arguments(
         config,
         do_eval=do_eval,
@@ -114,6 +119,7 @@ def run_simcse(config: SimCSEConfig, resume: str | bool | None = None, log=print
         mini_batch_size=config.mini_batch_size,
         pairs=(pairs.first, pairs.second, pairs.scores) if pairs is not None else None,
         loss_options=config.matryoshka(),
+        teacher_weight=config.teacher_weight,
         task_scorer=task_scorer(config, tokenizer, config.pooling_mode) if do_eval else None,
     )
     if config.overwrite_output_dir and checkpoint is None:

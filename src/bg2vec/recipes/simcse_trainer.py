@@ -22,6 +22,7 @@ from ..objectives.simcse import (
     spearman,
     two_views,
 )
+from ..objectives.distillation import similarity_matrix_mse
 from .trainer import ContrastiveTrainer
 
 
@@ -37,10 +38,12 @@ class SimCSETrainer(ContrastiveTrainer):
         mini_batch_size: int | None = None,
         pairs: tuple[list[dict], list[dict], list[float]] | None = None,
         loss_options: dict[str, Any] | None = None,
+        teacher_weight: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, loss_scale=loss_scale, loss_options=loss_options, mini_batch_size=mini_batch_size, **kwargs)
         self.pairs = pairs
+        self.teacher_weight = teacher_weight  # the distillation term's weight, where batches carry "teacher"
         self.pair_cosines: dict[int, list[float]] = {}  # global step → cosine of each pair at that evaluation
         if mini_batch_size is not None and self.accelerator.distributed_type == DistributedType.DEEPSPEED:
             raise ConfigError(
@@ -51,11 +54,14 @@ class SimCSETrainer(ContrastiveTrainer):
             )
 
     def embedding_inputs(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return two_views(inputs)  # 2B rows: every text twice
+        return two_views({k: v for k, v in inputs.items() if k != "teacher"})  # 2B rows: every text twice
 
     def contrastive_loss(self, embeddings: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         anchors, positives = embeddings.chunk(2)  # (B, H) each
-        return simcse_loss(anchors, positives, self.loss_scale, self.accelerator.num_processes > 1, **self.loss_options)
+        loss = simcse_loss(anchors, positives, self.loss_scale, self.accelerator.num_processes > 1, **self.loss_options)
+        if "teacher" in inputs:  # (B, T): this process's rows; the first dropout view is the student
+            loss = loss + self.teacher_weight * similarity_matrix_mse(anchors, inputs["teacher"])
+        return loss
 
     def get_eval_dataloader(self, eval_dataset=None):
         # Every held-out text counts: no drop_last here, whatever the training loader does.
