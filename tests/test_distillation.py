@@ -84,3 +84,37 @@ def test_bad_teacher_files_are_one_line(simcse_config, capsys, problem, words):
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert all(word in line for word in words), line
     assert not (folder / f"bad-{problem}").exists()
+
+
+def test_supervised_batches_carry_the_teacher_rows_of_their_queries(tiny_model_dirs, tmp_path, monkeypatch):
+    rows = [{"query": f"въпрос {i}", "positive": f"отговор {i}", "negative": f"друго {i}"} for i in range(8)]
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    teacher = np.random.default_rng(1).normal(size=(8, 5)).astype(np.float32)
+    np.save(tmp_path / "teacher.npy", teacher)
+    import bg2vec.recipes.supervised_trainer as trainer_module
+
+    seen = []
+    real_call = trainer_module.TripleCollator.__call__
+
+    def call(self, triples):
+        features = real_call(self, triples)
+        seen.append(([t.row for t in triples], features["teacher"].clone()))
+        return features
+
+    monkeypatch.setattr(trainer_module.TripleCollator, "__call__", call)
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps(dict(model_name_or_path=str(tiny_model_dirs["llama"]), train_file=str(data),
+                                      output_dir=str(tmp_path / "out"), max_seq_length=16, per_device_train_batch_size=2,
+                                      max_steps=2, lora_r=4, save_steps=100, do_eval=False,
+                                      teacher_embeddings=str(tmp_path / "teacher.npy"), teacher_weight=0.5)))
+    assert main(["supervised", str(config)]) == 0
+    assert seen
+    for numbers, vectors in seen:  # row i of the file ↔ teacher row i
+        np.testing.assert_array_equal(vectors.numpy(), teacher[numbers])
+        assert all(rows[i]["query"] for i in numbers)
+    short = tmp_path / "short.npy"
+    np.save(short, teacher[:7])
+    config.write_text(json.dumps({**json.loads(config.read_text()), "teacher_embeddings": str(short), "output_dir": str(tmp_path / "bad")}))
+    assert main(["supervised", str(config)]) == 2
+    assert not (tmp_path / "bad").exists()

@@ -324,6 +324,13 @@ class SupervisedConfig(TrainingSettings, MatryoshkaSettings):
     symmetric: bool = setting("Add the reverse term: each positive picks its query among all queries.", False)
     hard_negative_weight: float = setting("If > 0, weight the hard negatives' logits by this factor (log added).", 0.0)
     mini_batch_size: int | None = setting("Gradient caching: embed this many texts at a time (same gradients).", None)
+    teacher_embeddings: str | None = setting(
+        "Distillation: a teacher's vectors of the training rows' queries, row i = the i-th row read (files of a folder "
+        "in name order); .npy (N, T) or parquet with id and embedding columns. Adds the MSE of the batch's query "
+        "cosine-similarity matrices to the loss.",
+        None,
+    )
+    teacher_weight: float = setting("Weight of the distillation term (with teacher_embeddings).", 1.0)
     # --- data ---
     dataset_name: str | None = setting("'E5' (llm2vec's name): dataset_file_path is a folder of E5 files.", None)
     dataset_file_path: str | None = setting("A .jsonl file, or a folder of them (one per dataset: llm2vec's E5 layout).", None)
@@ -342,6 +349,8 @@ class SupervisedConfig(TrainingSettings, MatryoshkaSettings):
         check_choice("loss_class", self.loss_class, SIMCSE_LOSS_CLASSES)
         if not self.loss_scale > 0:
             raise ConfigError("loss_scale", self.loss_scale, "a number > 0 (1/temperature)", fix="llm2vec uses 50")
+        if not self.teacher_weight >= 0:
+            raise ConfigError("teacher_weight", self.teacher_weight, "a weight >= 0")
         if self.hard_negative_weight < 0:
             raise ConfigError("hard_negative_weight", self.hard_negative_weight, "0 (off) or a positive weight")
         if self.mini_batch_size is not None:

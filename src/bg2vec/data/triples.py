@@ -53,6 +53,7 @@ class Triple:
     negatives: tuple[str, ...] = ()
     instruction: str = ""
     dataset: str = ""
+    row: int = field(default=-1, compare=False)  # its place in the source (files in name order): teacher rows align to it
 
 
 @dataclass
@@ -81,7 +82,7 @@ def read_triples(path: str | Path, setting: str = "train_file") -> TripleData:
     data = TripleData()
     for file in files:
         dataset = file.stem.replace("_split1", "").replace("_split2", "")  # llm2vec joins the split halves
-        data.datasets.setdefault(dataset, []).extend(_read_file(file, dataset))
+        data.datasets.setdefault(dataset, []).extend(_read_file(file, dataset, first_row=len(data)))
     if len(data) == 0:
         raise DataError(f"{setting}={str(path)!r} holds no rows")
     return data
@@ -109,13 +110,13 @@ def _from_dataset(path: str, setting: str) -> TripleData:
         rows = data.datasets.setdefault(dataset, [])
         instruction = row.get("instruction")
         rows.append(Triple(row["query"], row["positive"], tuple([negatives] if isinstance(negatives, str) else negatives),
-                           _e5_instruction(dataset, len(rows)) if instruction is None else instruction, dataset))
+                           _e5_instruction(dataset, len(rows)) if instruction is None else instruction, dataset, number - 1))
     if len(data) == 0:
         raise DataError(f"{setting}={path!r} holds no rows")
     return data
 
 
-def _read_file(file: Path, dataset: str) -> list[Triple]:
+def _read_file(file: Path, dataset: str, first_row: int = 0) -> list[Triple]:
     rows = []
     for number, row in read_json_lines(file):
         if not isinstance(row, dict) or not isinstance(row.get("query"), str) or not isinstance(row.get("positive"), str):
@@ -127,7 +128,7 @@ def _read_file(file: Path, dataset: str) -> list[Triple]:
         instruction = row.get("instruction")
         if instruction is None:
             instruction = _e5_instruction(dataset, len(rows))
-        rows.append(Triple(row["query"], row["positive"], tuple(negatives), instruction, dataset))
+        rows.append(Triple(row["query"], row["positive"], tuple(negatives), instruction, dataset, first_row + len(rows)))
     return rows
 
 

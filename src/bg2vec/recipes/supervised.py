@@ -19,6 +19,7 @@ from typing import Any
 from transformers import PretrainedConfig, set_seed
 
 from ..config import SupervisedConfig, config_to_dict
+from ..objectives.distillation import read_teacher_embeddings
 from ..data.triples import Triple, TripleData, dataset_batches, read_triples
 from ..errors import DataError
 from ..models.adapters import portable_adapter_config
@@ -72,6 +73,9 @@ def run_supervised(config: SupervisedConfig, resume: str | bool | None = None, l
     prepare_tokenizer_for_pooling(tokenizer, config.pooling_mode)
     setting = "dataset_file_path" if config.dataset_file_path else "train_file"
     rows = read_triples(config.dataset_file_path or config.train_file, setting)
+    teacher = None
+    if config.teacher_embeddings is not None:  # checked before any model is loaded: rows, ids, NaN
+        teacher = read_teacher_embeddings(config.teacher_embeddings, len(rows))
     held_out = _held_out(rows, config)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     global_batch = config.per_device_train_batch_size * world
@@ -95,9 +99,10 @@ def run_supervised(config: SupervisedConfig, resume: str | bool | None = None, l
         eval_on_start=do_eval and checkpoint is None, remove_unused_columns=False, label_names=[],
     )
     trainer = SupervisedTrainer(
-        model=model, args=args, data_collator=TripleCollator(_input_rules(model, tokenizer, plan, config)), processing_class=tokenizer,
+        model=model, args=args, data_collator=TripleCollator(_input_rules(model, tokenizer, plan, config), teacher), processing_class=tokenizer,
         callbacks=callbacks,
         batches=mine, held_out=held_out, loss_scale=config.loss_scale, mini_batch_size=config.mini_batch_size,
+        teacher_weight=config.teacher_weight,
         loss_options={"symmetric": config.symmetric, "hard_negative_weight": config.hard_negative_weight, **config.matryoshka()},
         task_scorer=task_scorer(config, tokenizer, config.pooling_mode) if do_eval else None,
         eval_dataset=[0] if do_eval else None,

@@ -14,6 +14,7 @@ from transformers.trainer_utils import EvalLoopOutput
 
 from ..data.triples import Triple
 from ..objectives.simcse import simcse_loss
+from ..objectives.distillation import similarity_matrix_mse
 from .trainer import ContrastiveTrainer
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "pooling_mask", "position_ids")
@@ -24,8 +25,9 @@ class TripleCollator:
     `encoder.tokenize` (so exactly as `encode` builds its inputs: instruction format, cuts, left padding, position
     ids, the instruction left out of pooling), with `rows` = (queries, negatives) and `positive_ids`."""
 
-    def __init__(self, encoder: Any) -> None:
+    def __init__(self, encoder: Any, teacher: Any = None) -> None:
         self.encoder = encoder  # a Bg2Vec over the model being trained (only its input rules are used here)
+        self.teacher = teacher  # (N, T) teacher vectors of the queries by source row: adds "teacher" (Q, T)
 
     def tokenize(self, sentences: list[Any]) -> dict[str, torch.Tensor]:
         return self.encoder.tokenize(sentences)
@@ -36,6 +38,8 @@ class TripleCollator:
         features = self.tokenize(sentences)
         features["rows"] = torch.tensor([len(triples), len(negatives)])
         features["positive_ids"] = torch.tensor([zlib.crc32(t.positive.encode()) for t in triples], dtype=torch.long)
+        if self.teacher is not None:
+            features["teacher"] = torch.as_tensor(self.teacher[[t.row for t in triples]])  # (Q, T)
         return features
 
 
@@ -56,9 +60,11 @@ class SupervisedTrainer(ContrastiveTrainer):
     """Trainer for (query, positive, negatives) batches; `batches` are this process's, one dataset each."""
 
     def __init__(self, *args: Any, batches: list[list[Triple]], held_out: list[Triple], loss_scale: float,
-                 loss_options: dict[str, Any], mini_batch_size: int | None = None, **kwargs: Any) -> None:
+                 loss_options: dict[str, Any], mini_batch_size: int | None = None, teacher_weight: float = 0.0,
+                 **kwargs: Any) -> None:
         super().__init__(*args, loss_scale=loss_scale, loss_options=loss_options, mini_batch_size=mini_batch_size, **kwargs)
         self.batches, self.held_out = batches, held_out
+        self.teacher_weight = teacher_weight  # the distillation term's weight, where batches carry "teacher"
 
     def get_train_dataloader(self) -> DataLoader:
         # the batches are already this process's share of each global batch: no sampler, no sharding
@@ -70,10 +76,13 @@ class SupervisedTrainer(ContrastiveTrainer):
 
     def contrastive_loss(self, embeddings: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         queries = int(inputs["rows"][0])
-        return simcse_loss(
+        loss = simcse_loss(
             embeddings[:queries], embeddings[queries : 2 * queries], self.loss_scale, self.accelerator.num_processes > 1,
             negatives=embeddings[2 * queries :], positive_ids=inputs["positive_ids"], **self.loss_options,
         )
+        if "teacher" in inputs:  # (Q, T): the teacher's vectors of these queries
+            loss = loss + self.teacher_weight * similarity_matrix_mse(embeddings[:queries], inputs["teacher"])
+        return loss
 
     def get_eval_dataloader(self, eval_dataset=None):
         return DataLoader([0])  # evaluation reads self.held_out directly (see evaluation_loop)
