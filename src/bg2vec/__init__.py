@@ -8,7 +8,7 @@ from .encoding.encoder import Bg2Vec
 from .errors import Bg2VecError, ConfigError, DataError
 from .objectives.masking import MNTPCollator, prepare_tokenizer
 from .objectives.mntp import MNTPModel, masked_token_accuracy, mntp_logits_at_labels, mntp_loss
-from .objectives.simcse import info_nce_loss
+from .objectives.contrastive import info_nce_loss
 from .recipes.mntp import run_mntp
 from .recipes.simcse import run_simcse
 
