@@ -1,4 +1,4 @@
-"""The Trainer step for SimCSE: wires the objective (objectives/simcse.py) into transformers' Trainer.
+"""The Trainer step for SimCSE: wires the objective (objectives/simcse.py, contrastive.py) into transformers' Trainer.
 
 Training: two dropout views per text, InfoNCE gathered over processes, optional gradient caching.
 Evaluation: embeddings instead of predictions (held-out contrastive loss, alignment, uniformity, Spearman).
