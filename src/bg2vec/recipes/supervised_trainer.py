@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from transformers.trainer_utils import EvalLoopOutput
 
 from ..data.triples import Triple
-from ..objectives.simcse import simcse_loss
+from ..objectives.contrastive import simcse_loss
 from ..objectives.distillation import similarity_matrix_mse
 from .trainer import ContrastiveTrainer
 
