@@ -279,6 +279,54 @@ def _run_evaluate(args: argparse.Namespace, overrides: dict[str, str]) -> None:
     print(f"took {time.time() - started:.0f} s")
 
 
+# ==== bg2vec serve ======================================================================================
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per `ServeConfig` field (help and default from there); an optional JSON config first."""
+    import dataclasses
+    import typing
+
+    from .config import ServeConfig
+
+    parser.add_argument("config", nargs="?", metavar="CONFIG.json", help="settings file (JSON); options override it")
+    hints = typing.get_type_hints(ServeConfig)
+    for field in dataclasses.fields(ServeConfig):
+        options = [t for t in typing.get_args(hints[field.name]) if t is not type(None)] or [hints[field.name]]
+        kind = options[0]
+        shown = "required" if field.default == "" else f"default: {field.default}"
+        kwargs: dict = {"default": argparse.SUPPRESS, "help": f"{field.metadata['help']} [{shown}]"}
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs.update(type=kind, metavar=field.name.upper())
+        parser.add_argument("--" + field.name.replace("_", "-"), dest=field.name, **kwargs)
+
+
+def _run_serve(args: argparse.Namespace, overrides: dict[str, str]) -> None:
+    from .config import load_serve_config
+    from .serving.app import ServeLimits, create_app
+    from .serving.batcher import BatchLimits
+    from .serving.model import Instructions, ServedModel
+    from .serving.server import bind_socket, load_encoder, run_server
+
+    given = {key: value for key, value in vars(args).items() if key not in ("command", "config")}
+    config = load_serve_config(args.config, given)
+    sock = bind_socket(config.host, config.port)
+    try:
+        encoder = load_encoder(config.model, config.adapter, config.device, torch_dtype=config.torch_dtype,
+                               pooling_mode=config.pooling_mode, max_length=config.max_length)
+        served = ServedModel(encoder, config.served_model_name or config.model, config.truncate,
+                             Instructions(config.query_instruction, config.document_instruction))
+        batching = BatchLimits(config.max_batch_tokens, config.batch_size, config.max_wait_ms / 1000,
+                               config.max_queued_requests, config.max_queued_tokens)
+        limits = ServeLimits(config.max_inputs, config.max_request_tokens, config.max_body_bytes, batching, config.api_key)
+        host, port = sock.getsockname()[:2]
+        print(f"bg2vec serve: {served.name} ({served.dimensions} dims) on http://{host}:{port} once warmed up", flush=True)
+        run_server(create_app(served, limits), sock, config.log_level)
+    finally:
+        sock.close()
+
+
 @dataclass(frozen=True)
 class Command:
     """One subcommand: its help, how it adds arguments, and what runs it (given args and `--key value` extras)."""
@@ -318,6 +366,11 @@ COMMANDS: dict[str, Command] = {
         "Score encoders on MTEB tasks and local task folders; a report (Markdown, PNG, JSON); earlier runs compared.",
         add_evaluate_arguments,
         _run_evaluate,
+    ),
+    "serve": Command(
+        "Serve the encoder over HTTP: OpenAI's /v1/embeddings, /v1/rerank, a page at /, /health and /metrics.",
+        add_serve_arguments,
+        _run_serve,
     ),
 }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import types
 import typing
@@ -625,3 +626,77 @@ class SupervisedConfig(TrainingSettings, MatryoshkaSettings):
         given = [n for n in ("dataset_file_path", "train_file") if getattr(self, n) is not None]
         if len(given) != 1:
             raise ConfigError("dataset_file_path/train_file", given, "exactly one data source (a .jsonl file or an E5 folder)")
+
+
+# ==== bg2vec serve ======================================================================================
+
+SERVE_LOG_LEVELS = ("debug", "info", "warning", "error")
+API_KEY_ENV = "BG2VEC_API_KEY"  # read when api_key is not given, so the key stays out of shell history
+
+
+@dataclass
+class ServeConfig:
+    """The embeddings server (`bg2vec serve`): OpenAI's /v1/embeddings, /v1/rerank, a page, metrics."""
+
+    model: str = _help("The encoder: Hub id, folder (bg2vec/llm2vec output), .gguf or pypi: alias.", "")
+    adapter: str | None = _help("A PEFT adapter on top of the model (llm2vec's peft_model_name_or_path).", None)
+    served_model_name: str | None = _help("The name clients send as `model` (default: the --model reference).", None)
+    host: str = _help("Address to listen on; 0.0.0.0 exposes the server to the network.", "127.0.0.1")
+    port: int = _help("TCP port to listen on.", 8080)
+    device: str | None = _help("cpu, cuda, cuda:1... (default: where the model loads: cuda if available).", None)
+    api_key: str | None = _help(f"Require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV} if set, else open).", None)
+    torch_dtype: str = _help("auto, bfloat16, float16 or float32.", "auto")
+    pooling_mode: str | None = _help("Pooling, overriding the saved one.", None)
+    max_length: int | None = _help("Tokens of model input, overriding the saved one.", None)
+    query_instruction: str | None = _help("Instruction for input_type=query and rerank queries (left out of pooling).", None)
+    document_instruction: str | None = _help("Instruction for input_type=document and rerank documents.", None)
+    truncate: bool = _help("Cut inputs longer than the model takes (as encode does) instead of refusing them (400).", False)
+    max_inputs: int = _help("Inputs per request.", 2048)
+    max_request_tokens: int = _help("Tokens per request, counted as the model counts them.", 300_000)
+    max_body_bytes: int = _help("Bytes of a request body.", 2_000_000)
+    max_batch_tokens: int = _help("Tokens per batching step (TEI's default); cut into padded forward passes.", 16384)
+    batch_size: int = _help("Rows per forward pass.", 128)
+    max_wait_ms: float = _help("How long the first queued input waits for others to join its batch.", 5.0)
+    max_queued_requests: int = _help("Requests waiting or running before new ones get 429 + Retry-After.", 512)
+    max_queued_tokens: int = _help("Tokens waiting or running before new requests get 429 + Retry-After.", 1_000_000)
+    log_level: str = _help("debug, info, warning or error (one line per request at info; never texts or keys).", "info")
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ConfigError("model", self.model, "a model reference", fix="pass --model REF")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError("port", self.port, "0 to 65535 (0: any free port)")
+        _check_choice("torch_dtype", self.torch_dtype, TORCH_DTYPES)
+        _check_choice("log_level", self.log_level, SERVE_LOG_LEVELS)
+        if self.pooling_mode is not None:
+            _check_choice("pooling_mode", self.pooling_mode, POOLING_MODES)
+        for name in ("max_inputs", "max_request_tokens", "max_body_bytes", "max_batch_tokens", "batch_size",
+                     "max_queued_requests", "max_queued_tokens"):
+            _check_positive(name, getattr(self, name))
+        if self.max_length is not None:
+            _check_positive("max_length", self.max_length)
+        if not self.max_wait_ms >= 0:
+            raise ConfigError("max_wait_ms", self.max_wait_ms, "0 or more milliseconds")
+        if self.api_key is None:
+            self.api_key = os.environ.get(API_KEY_ENV) or None
+        if self.api_key is not None and not self.api_key.strip():
+            raise ConfigError("api_key", "(empty)", "a non-empty key", fix=f"pass --api-key KEY or set ${API_KEY_ENV}")
+
+
+def load_serve_config(path: str | Path | None, given: dict[str, Any]) -> ServeConfig:
+    """A `ServeConfig` from an optional JSON file, with the command line's `given` values on top."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            values = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError("config file", str(path), "a readable JSON object", fix=str(exc).splitlines()[0]) from None
+        if not isinstance(values, dict):
+            raise ConfigError("config file", str(path), "a JSON object of key: value pairs")
+        values = {k: v for k, v in values.items() if not k.startswith("#")}
+    known = {f.name: f for f in dataclasses.fields(ServeConfig)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError("config keys", ", ".join(unknown), "keys of ServeConfig", fix="see `bg2vec serve --help`")
+    values = {name: _coerce(name, value, known[name].type) for name, value in values.items()}
+    return ServeConfig(**{**values, **given})
