@@ -303,6 +303,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_serve(args: argparse.Namespace, overrides: dict[str, str]) -> None:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError("serve", exc.name, "fastapi and uvicorn installed", fix="pip install 'bg2vec[serve]'") from None
     from .config import load_serve_config
     from .serving.app import ServeLimits, create_app
     from .serving.batcher import BatchLimits

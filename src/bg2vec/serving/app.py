@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from .batcher import Batcher, BatchLimits, QueueFull
 from .metrics import Metrics
@@ -206,7 +207,7 @@ async def _answer(request: Request, route: str, handler: Callable, api_key: str 
         response = result if isinstance(result, Response) else JSONResponse(result)
     except ApiError as error:
         response = JSONResponse(error.body(), status_code=error.status, headers=error.headers)
-    except ClientGone:
+    except (ClientGone, ClientDisconnect):
         response = Response(status_code=499)  # nginx's "client closed request"; nobody reads it
     except Exception:
         log.exception("%s %s failed", request.method, route)
