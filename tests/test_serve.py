@@ -122,6 +122,7 @@ def test_models_health_and_description(server):
     assert models["object"] == "list" and [m["id"] for m in models["data"]] == ["tiny"]
     info = models["data"][0]["bg2vec"]
     assert info["dimensions"] == 64 and info["pooling_mode"] == "mean" and info["query_instruction"] == QUERY_INSTRUCTION
+    assert info["stages"] == [info["base_model"]]  # a plain base: no adapter applied
     assert httpx.get(server.url + "/health").json() == {"status": "ok"}
     assert httpx.get(server.url + "/models").json() == models  # OpenAI paths without /v1 too
 

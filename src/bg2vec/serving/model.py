@@ -75,9 +75,10 @@ class ServedModel:
         """The model's description for /v1/models and the page: base, stages, pooling, dims."""
         plan = self.encoder.plan
         settings = self.encoder.settings
+        base = (plan.base_reference or plan.weights) if plan is not None else self.encoder.name_or_path
         return {
-            "base_model": self.encoder.name_or_path,
-            "stages": [str(name) for name in plan.names] if plan is not None else [],
+            "base_model": base,
+            "stages": [base, *plan.adapters] if plan is not None else [base],  # the base, then each adapter applied
             "pooling_mode": settings.pooling_mode,
             "dimensions": self.dimensions,
             "matryoshka_dims": settings.matryoshka_dims,
