@@ -170,6 +170,16 @@ def test_bad_settings_fail_in_one_line(tiny_model_dirs, tmp_path, capsys):
     assert main(["serve", "--model", model, "--max-batch-tokens", "0"]) == EXIT_BAD_INPUT
     assert "max_batch_tokens=0" in capsys.readouterr().err
     config = tmp_path / "serve.json"
-    config.write_text('{"model": "%s", "max_wait": 3}' % model)
+    config.write_text('{"model_name_or_path": "%s", "max_wait": 3}' % model)
     assert main(["serve", str(config)]) == EXIT_BAD_INPUT
     assert "max_wait" in capsys.readouterr().err
+
+
+def test_the_api_key_can_come_from_the_environment(monkeypatch):
+    from bg2vec.config import ServeConfig
+
+    monkeypatch.setenv("BG2VEC_API_KEY", "from-env")
+    assert ServeConfig(model_name_or_path="m").api_key == "from-env"
+    assert ServeConfig(model_name_or_path="m", api_key="given").api_key == "given"
+    monkeypatch.setenv("BG2VEC_API_KEY", "")
+    assert ServeConfig(model_name_or_path="m").api_key is None
