@@ -73,7 +73,7 @@ def create_app(served: ServedModel, limits: ServeLimits) -> FastAPI:
         inputs = await asyncio.get_running_loop().run_in_executor(tokenizer_thread, served.build_inputs, WARM_UP_TEXTS)
         await batcher.submit(inputs).future
         state["ready"] = True
-        log.info("ready: %s (%d dims) ", served.name, served.dimensions)
+        log.info("ready: %s (%d dims)", served.name, served.dimensions)
         try:
             yield
         finally:
