@@ -56,7 +56,7 @@ def test_openai_client_default_base64_equals_encode(client, encoder):
     np.testing.assert_allclose([d.embedding for d in response.data], reference(encoder, TEXTS), atol=1e-5)
     assert [d.index for d in response.data] == [0, 1, 2]
     assert response.model == "tiny"
-    tokens = sum(len(item.input_ids) for item in encoder._inputs(TEXTS))
+    tokens = sum(encoder.count_tokens(TEXTS))
     assert response.usage.prompt_tokens == response.usage.total_tokens == tokens
 
 
@@ -100,7 +100,7 @@ def test_instruction_attends_but_is_not_pooled(server, encoder):
     vectors = [d["embedding"] for d in body["data"]]
     np.testing.assert_allclose(vectors, reference(encoder, [[instruction, t] for t in TEXTS]), atol=1e-5)
     assert not np.allclose(vectors, reference(encoder, TEXTS), atol=1e-3)  # the instruction changed the vectors
-    tokens = sum(len(item.input_ids) for item in encoder._inputs([[instruction, t] for t in TEXTS]))
+    tokens = sum(encoder.count_tokens([[instruction, t] for t in TEXTS]))
     assert body["usage"]["prompt_tokens"] == tokens
 
 

@@ -73,7 +73,7 @@ def test_truncate_cuts_long_inputs_as_encode_does(server, encoder):
     body = embed(server, {"input": [long_text, "short"]}).json()
     expected = encoder.encode([long_text, "short"], normalize_embeddings=True)
     np.testing.assert_allclose([d["embedding"] for d in body["data"]], expected, atol=1e-5)
-    assert body["usage"]["prompt_tokens"] == sum(len(item.input_ids) for item in encoder._inputs([long_text, "short"]))
+    assert body["usage"]["prompt_tokens"] == sum(encoder.count_tokens([long_text, "short"]))
 
 
 def test_a_flood_on_a_small_queue_gets_429_with_retry_after(server):

@@ -62,14 +62,11 @@ class ServedModel:
 
     def build_inputs(self, sentences: list[Any]) -> list[ModelInput]:
         """Tokenized inputs, as `encode` builds them (`len(item.input_ids)` is what the model sees)."""
-        return self.encoder._inputs(sentences)
+        return self.encoder.build_inputs(sentences)
 
     def embed_inputs(self, inputs: list[ModelInput], batch_size: int, max_batch_tokens: int) -> torch.Tensor:
         """(N, H) float32 CPU embeddings of `inputs` in their order, in length-sorted batches."""
-        from ..encoding.batching import plan_batches
-
-        batches = plan_batches([len(item.input_ids) for item in inputs], batch_size, max_batch_tokens)
-        return self.encoder._run(inputs, batches, [self.encoder.device], False)
+        return self.encoder.embed_inputs(inputs, batch_size, max_batch_tokens)
 
     def description(self) -> dict[str, Any]:
         """The model's description for /v1/models and the page: base, stages, pooling, dims."""

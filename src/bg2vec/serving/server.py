@@ -41,7 +41,7 @@ def load_encoder(model: str, adapter: str | None, device: str | None, **options:
     try:
         encoder = Bg2Vec.from_pretrained(model, adapter, **options)
         if device is not None:
-            encoder.model.to(device)
+            encoder.to(device)
     except ConfigError:
         raise
     except Exception as exc:  # a model that does not load fails here in many ways; the user sees one line
