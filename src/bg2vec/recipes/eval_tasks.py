@@ -16,28 +16,38 @@ def task_columns(config: Any) -> dict[str, str]:
     return {name: f"eval_{name}" for name in names}
 
 
-def task_scorer(config: Any, tokenizer: Any, pooling_mode: str = "mean") -> Any:
-    """For `eval_tasks`: a function from the decoder being trained to each task's main score, computed with the
-    encoder that the run's output will load (bidirectional, `pooling_mode`, texts alone), or None."""
-    if not config.eval_tasks:
-        return None
-    import copy
+class TaskScorer:
+    """For `eval_tasks`: called with the decoder being trained, returns each task's main score, computed with the
+    encoder the run's output loads: bidirectional, `pooling_mode`, texts alone, and the encoder's default lengths
+    (llm2vec's max_length 512, capped at the model's positions) — not the training block length, since a saved
+    output encodes at 512. `settings` says which, and metrics.json records it (`eval_tasks_encoder`), so
+    `bg2vec evaluate --max-length` reproduces a step's score."""
 
-    from ..encoding.encoder import Bg2Vec, EncoderSettings
-    from ..evaluation.local_tasks import load_local_task
-    from ..evaluation.mteb_model import Bg2VecMTEB
-    from ..evaluation.runner import score_task
+    def __init__(self, config: Any, tokenizer: Any, positions: int | None, pooling_mode: str = "mean") -> None:
+        import copy
 
-    tasks = [load_local_task(folder, setting="eval_tasks") for folder in config.eval_tasks]
-    encoder_tokenizer = copy.deepcopy(tokenizer)  # the encoder pads on the left; training keeps its own
+        from ..encoding.encoder import EncoderSettings
+        from ..evaluation.local_tasks import load_local_task
 
-    def score(decoder: nn.Module) -> dict[str, float]:
+        self.settings = EncoderSettings(pooling_mode=pooling_mode).within(positions)
+        self.tasks = [load_local_task(folder, setting="eval_tasks") for folder in config.eval_tasks]
+        self.batch_size = config.per_device_eval_batch_size
+        self.tokenizer = copy.deepcopy(tokenizer)  # the encoder pads on the left; training keeps its own
+
+    def __call__(self, decoder: nn.Module) -> dict[str, float]:
+        from ..encoding.encoder import Bg2Vec
+        from ..evaluation.mteb_model import Bg2VecMTEB
+        from ..evaluation.runner import score_task
+
         was_training = decoder.training
         decoder.eval()  # the trainer owns its model's mode: the encoder refuses a model in training mode
         try:
-            encoder = Bg2VecMTEB(Bg2Vec(decoder, encoder_tokenizer, EncoderSettings(pooling_mode=pooling_mode)), use_instructions=False)
-            return {task.name: score_task(encoder, task, config.per_device_eval_batch_size).main_score for task in tasks}
+            encoder = Bg2VecMTEB(Bg2Vec(decoder, self.tokenizer, self.settings), use_instructions=False)
+            return {task.name: score_task(encoder, task, self.batch_size).main_score for task in self.tasks}
         finally:
             decoder.train(was_training)
 
-    return score
+
+def task_scorer(config: Any, tokenizer: Any, positions: int | None, pooling_mode: str = "mean") -> TaskScorer | None:
+    """The run's `TaskScorer`, or None without `eval_tasks`."""
+    return TaskScorer(config, tokenizer, positions, pooling_mode) if config.eval_tasks else None

@@ -132,7 +132,7 @@ def run_mntp(config: MNTPConfig, resume: str | bool | None = None, log=print) ->
         compute_metrics=accuracy_metric if do_eval else None,
         callbacks=callbacks + [MaskingEpoch(collator)],
         save_kwargs={"train_lm_head": config.train_lm_head},
-        task_scorer=task_scorer(config, tokenizer) if do_eval else None,
+        task_scorer=task_scorer(config, tokenizer, position_limit(model_config)) if do_eval else None,
     )
     if config.overwrite_output_dir and checkpoint is None:
         clear_output_dir(config.output_dir)  # every input checked: the earlier run's files (and checkpoints) go

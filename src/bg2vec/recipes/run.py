@@ -9,7 +9,7 @@ main process the model card, metrics and curves.
 from __future__ import annotations
 
 import shutil
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +117,11 @@ def finish_run(trainer: Trainer, model: nn.Module, config: Any, final: dict[str,
     rows = eval_rows(history, columns)
     if trainer.is_world_process_zero():
         write_model_card(config.output_dir, describe(), format_table(rows), data, trainer.state.global_step)
-        write_metrics(config.output_dir, history, rows, final, **({"pairs": pairs} if pairs is not None else {}))
+        sections: dict[str, Any] = {"pairs": pairs} if pairs is not None else {}
+        scorer = getattr(trainer, "task_scorer", None)
+        if scorer is not None:  # the encoder settings the eval_tasks columns were scored with
+            sections["eval_tasks_encoder"] = asdict(scorer.settings)
+        write_metrics(config.output_dir, history, rows, final, **sections)
         plot_curves(history, Path(config.output_dir) / plot_file, title, list(columns.values()) if do_eval else None)
     return TrainingResult(config.output_dir, rows, final, format_table(rows), model, pairs or [])
 

@@ -99,7 +99,7 @@ def run_simcse(config: SimCSEConfig, resume: str | bool | None = None, log=print
         mini_batch_size=config.mini_batch_size,
         pairs=(pairs.first, pairs.second, pairs.scores) if pairs is not None else None,
         loss_options=config.matryoshka(),
-        task_scorer=task_scorer(config, tokenizer, config.pooling_mode) if do_eval else None,
+        task_scorer=task_scorer(config, tokenizer, position_limit(model_config), config.pooling_mode) if do_eval else None,
     )
     if config.overwrite_output_dir and checkpoint is None:
         clear_output_dir(config.output_dir)  # every input checked: the earlier run's files (and checkpoints) go

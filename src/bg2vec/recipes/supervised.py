@@ -85,7 +85,7 @@ def run_supervised(config: SupervisedConfig, resume: str | bool | None = None, l
         callbacks=callbacks,
         batches=mine, held_out=held_out, loss_scale=config.loss_scale, mini_batch_size=config.mini_batch_size,
         loss_options={"symmetric": config.symmetric, "hard_negative_weight": config.hard_negative_weight, **config.matryoshka()},
-        task_scorer=task_scorer(config, tokenizer, config.pooling_mode) if do_eval else None,
+        task_scorer=task_scorer(config, tokenizer, position_limit(model_config), config.pooling_mode) if do_eval else None,
         eval_dataset=[0] if do_eval else None,
     )
     if config.overwrite_output_dir and checkpoint is None:
