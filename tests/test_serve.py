@@ -30,8 +30,10 @@ def encoder(tiny_model_dirs) -> Bg2Vec:
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dirs, tmp_path_factory):
+    # two copies of the model ("devices") behind one queue: every vector must still equal encode's
     process = ServerProcess(tiny_model_dirs["mistral"], "--served-model-name", "tiny", "--query-instruction",
-                            QUERY_INSTRUCTION, "--max-wait-ms", "20", log=tmp_path_factory.mktemp("serve") / "server.log")
+                            QUERY_INSTRUCTION, "--max-wait-ms", "20", "--device", "cpu,cpu",
+                            log=tmp_path_factory.mktemp("serve") / "server.log")
     yield process
     assert process.stop() == 0, process.log()
 
@@ -123,6 +125,7 @@ def test_models_health_and_description(server):
     info = models["data"][0]["bg2vec"]
     assert info["dimensions"] == 64 and info["pooling_mode"] == "mean" and info["query_instruction"] == QUERY_INSTRUCTION
     assert info["stages"] == [info["base_model"]]  # a plain base: no adapter applied
+    assert info["devices"] == ["cpu", "cpu"]
     assert httpx.get(server.url + "/health").json() == {"status": "ok"}
     assert httpx.get(server.url + "/models").json() == models  # OpenAI paths without /v1 too
 
@@ -156,6 +159,7 @@ def test_a_text_alone_or_among_63_others_gets_the_same_vector(server, encoder):
         answers = list(pool.map(lambda text: post(server, "/v1/embeddings", {"input": text}).json(), [target] + others))
     vectors = np.array([a["data"][0]["embedding"] for a in answers])
     np.testing.assert_allclose(vectors, reference(encoder, [target] + others), atol=1e-5)
+    assert 'bg2vec_steps_total{worker="0"}' in httpx.get(server.url + "/metrics").text
 
 
 # --- malformed requests ----------------------------------------------------------------------------------

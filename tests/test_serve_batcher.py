@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 import torch
@@ -34,7 +35,7 @@ def run(coroutine):
 def test_requests_share_steps_cut_by_the_token_budget_and_rows_come_back_in_order():
     async def main():
         model = StandIn()
-        batcher = Batcher(model, BatchLimits(max_batch_tokens=100, max_wait=0.05), Metrics())
+        batcher = Batcher([model], BatchLimits(max_batch_tokens=100, max_wait=0.05), Metrics())
         batcher.start()
         requests = [[item(30, 10 * r + i) for i in range(r + 1)] for r in range(5)]  # 15 inputs of 30 tokens
         jobs = [batcher.submit(inputs) for inputs in requests]
@@ -52,7 +53,7 @@ def test_requests_share_steps_cut_by_the_token_budget_and_rows_come_back_in_orde
 def test_an_input_larger_than_the_budget_still_runs_alone():
     async def main():
         model = StandIn()
-        batcher = Batcher(model, BatchLimits(max_batch_tokens=10, max_wait=0.0), Metrics())
+        batcher = Batcher([model], BatchLimits(max_batch_tokens=10, max_wait=0.0), Metrics())
         batcher.start()
         rows = await batcher.submit([item(50, 1), item(5, 2)]).future
         await batcher.stop()
@@ -66,7 +67,7 @@ def test_a_cancelled_request_never_reaches_the_model():
     async def main():
         model = StandIn()
         metrics = Metrics()
-        batcher = Batcher(model, BatchLimits(max_batch_tokens=1000, max_wait=0.2), metrics)
+        batcher = Batcher([model], BatchLimits(max_batch_tokens=1000, max_wait=0.2), metrics)
         batcher.start()
         gone = batcher.submit([item(7, 1)])
         kept = batcher.submit([item(9, 2)])
@@ -82,7 +83,7 @@ def test_a_cancelled_request_never_reaches_the_model():
 
 def test_a_full_queue_refuses_with_retry_after_but_an_empty_one_takes_any_request():
     async def main():
-        batcher = Batcher(StandIn(), BatchLimits(max_wait=0.5, max_queued_requests=2, max_queued_tokens=100), Metrics())
+        batcher = Batcher([StandIn()], BatchLimits(max_wait=0.5, max_queued_requests=2, max_queued_tokens=100), Metrics())
         batcher.start()
         big = batcher.submit([item(500, 1)])  # past max_queued_tokens, but the queue was empty
         with pytest.raises(QueueFull) as refused:
@@ -109,7 +110,7 @@ def test_a_failing_model_fails_its_requests_and_the_queue_goes_on():
         return torch.zeros(len(inputs), 2)
 
     async def main():
-        batcher = Batcher(flaky, BatchLimits(max_wait=0.0), Metrics())
+        batcher = Batcher([flaky], BatchLimits(max_wait=0.0), Metrics())
         batcher.start()
         with pytest.raises(RuntimeError, match="out of memory"):
             await batcher.submit([item(3, 1)]).future
@@ -118,3 +119,27 @@ def test_a_failing_model_fails_its_requests_and_the_queue_goes_on():
         return rows
 
     assert run(main()).shape == (1, 2)
+
+
+def test_two_devices_run_two_steps_at_once_behind_one_queue():
+    both_running = threading.Barrier(2, timeout=10)  # a step waits here until the other device's step runs too
+    models = [StandIn(), StandIn()]
+
+    def on(worker: int):
+        def embed(inputs: list[ModelInput]) -> torch.Tensor:
+            both_running.wait()  # broken (an error) if the steps ran one after the other
+            return models[worker](inputs)
+        return embed
+
+    async def main():
+        metrics = Metrics()
+        batcher = Batcher([on(0), on(1)], BatchLimits(max_batch_tokens=10, max_wait=0.0), metrics)
+        batcher.start()
+        first, second = batcher.submit([item(10, 1)]), batcher.submit([item(10, 2)])
+        rows = await asyncio.gather(first.future, second.future)
+        await batcher.stop()
+        return rows, metrics
+
+    (first, second), metrics = run(main())
+    assert first[:, 0].tolist() == [1.0] and second[:, 0].tolist() == [2.0]
+    assert [m.steps for m in models] == [[[10]], [[10]]] and dict(metrics.worker_steps) == {0: 1, 1: 1}

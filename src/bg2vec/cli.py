@@ -165,19 +165,22 @@ def _run_serve(config: ServeConfig, args: argparse.Namespace) -> None:
     from .serving.app import ServeLimits, create_app
     from .serving.batcher import BatchLimits
     from .serving.model import Instructions, ServedModel
-    from .serving.server import bind_socket, load_encoder, run_server
+    from .serving.server import bind_socket, load_encoders, run_server
 
     sock = bind_socket(config.host, config.port)  # a busy port fails before the model loads
     try:
-        encoder = load_encoder(config.model_name_or_path, config.adapter, config.device, torch_dtype=config.torch_dtype,
-                               pooling_mode=config.pooling_mode, max_length=config.max_length)
+        encoder, *replicas = load_encoders(config.model_name_or_path, config.adapter, config.devices(),
+                                           torch_dtype=config.torch_dtype, pooling_mode=config.pooling_mode,
+                                           max_length=config.max_length)
         served = ServedModel(encoder, config.served_model_name or config.model_name_or_path, config.truncate,
-                             Instructions(config.query_instruction, config.document_instruction))
+                             Instructions(config.query_instruction, config.document_instruction), replicas)
         batching = BatchLimits(config.max_batch_tokens, config.batch_size, config.max_wait_ms / 1000,
                                config.max_queued_requests, config.max_queued_tokens)
         limits = ServeLimits(config.max_inputs, config.max_request_tokens, config.max_body_bytes, batching, config.api_key)
         host, port = sock.getsockname()[:2]
-        print(f"bg2vec serve: {served.name} ({served.dimensions} dims) on http://{host}:{port} once warmed up", flush=True)
+        devices = ", ".join(str(worker.device) for worker in served.workers)
+        print(f"bg2vec serve: {served.name} ({served.dimensions} dims, on {devices}) at http://{host}:{port} once warmed up",
+              flush=True)
         run_server(create_app(served, limits), sock, config.log_level)
     finally:
         sock.close()

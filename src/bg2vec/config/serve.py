@@ -22,7 +22,9 @@ class ServeConfig:
     served_model_name: str | None = setting("The name clients send as `model` (default: the --model reference).", None)
     host: str = setting("Address to listen on; 0.0.0.0 exposes the server to the network.", "127.0.0.1")
     port: int = setting("TCP port to listen on.", 8080)
-    device: str | None = setting("cpu, cuda, cuda:1... (default: where the model loads: cuda if available).", None)
+    device: str | None = setting(
+        "cpu, cuda, cuda:1..., or several (cuda:0,cuda:1: a model copy and a thread each, behind one queue); "
+        "default: where the model loads (cuda if available).", None)
     api_key: str | None = setting(f"Require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV} if set, else open).", None)
     torch_dtype: str = setting("auto, bfloat16, float16 or float32.", "auto")
     pooling_mode: str | None = setting("Pooling, overriding the saved one.", None)
@@ -60,3 +62,9 @@ class ServeConfig:
             self.api_key = os.environ.get(API_KEY_ENV) or None
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigError("api_key", "(empty)", "a non-empty key", fix=f"pass --api-key KEY or set ${API_KEY_ENV}")
+
+    def devices(self) -> list[str] | None:
+        """`cuda:0,cuda:1` → ["cuda:0", "cuda:1"]; None: where the model loads."""
+        if self.device is None:
+            return None
+        return [d.strip() for d in self.device.split(",") if d.strip()] or None

@@ -62,16 +62,17 @@ def create_app(served: ServedModel, limits: ServeLimits) -> FastAPI:
     tokenizer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bg2vec-tokenizer")
     state: dict[str, Any] = {"ready": False, "batcher": None}
 
-    def embed(inputs: list) -> torch.Tensor:
-        return served.embed_inputs(inputs, limits.batching.batch_size, limits.batching.max_batch_tokens)
+    def embedder(worker: int) -> Callable[[list], torch.Tensor]:
+        return lambda inputs: served.embed_inputs(inputs, limits.batching.batch_size, limits.batching.max_batch_tokens, worker)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        batcher = Batcher(embed, limits.batching, metrics)
+        batcher = Batcher([embedder(i) for i in range(len(served.workers))], limits.batching, metrics)
         batcher.start()
         state["batcher"] = batcher
-        inputs = await asyncio.get_running_loop().run_in_executor(tokenizer_thread, served.build_inputs, WARM_UP_TEXTS)
-        await batcher.submit(inputs).future
+        loop = asyncio.get_running_loop()
+        inputs = await loop.run_in_executor(tokenizer_thread, served.build_inputs, WARM_UP_TEXTS)
+        await asyncio.gather(*(loop.run_in_executor(None, embedder(i), inputs) for i in range(len(served.workers))))
         state["ready"] = True
         log.info("ready: %s (%d dims)", served.name, served.dimensions)
         try:

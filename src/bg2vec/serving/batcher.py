@@ -2,8 +2,9 @@
 
 Each request's inputs join one first-in-first-out queue. The scheduler waits until the queue holds
 `max_batch_tokens` tokens or the oldest input has waited `max_wait` seconds, takes inputs in arrival order up to
-the budget (a request may be split over several steps, and one step may mix requests), and hands them to the
-model thread, which sorts them by length into padded batches (`embed`). The queue is bounded: a request that
+the budget (a request may be split over several steps, and one step may mix requests), and hands them to a free
+model thread, which sorts them by length into padded batches (`embed`). There is one model thread per device
+(`embeds`), so with several devices several steps run at once behind the one queue. The queue is bounded: a request that
 would push it past `max_queued_requests` or `max_queued_tokens` is refused with `QueueFull` (an HTTP 429 with
 Retry-After), except when the queue is empty, so a single allowed request always runs. A request whose client
 left is cancelled; its inputs still waiting are dropped before they reach the model.
@@ -60,10 +61,10 @@ class BatchLimits:
 
 
 class Batcher:
-    """The queue, its scheduler task, and the one model thread it feeds."""
+    """The queue, its scheduler task, and the model threads it feeds (one per entry of `embeds`: a device each)."""
 
-    def __init__(self, embed: Callable[[list[ModelInput]], torch.Tensor], limits: BatchLimits, metrics: Metrics) -> None:
-        self.embed = embed
+    def __init__(self, embeds: list[Callable[[list[ModelInput]], torch.Tensor]], limits: BatchLimits, metrics: Metrics) -> None:
+        self.embeds = embeds
         self.limits = limits
         self.metrics = metrics
         self._pending: deque[tuple[Job, int]] = deque()  # (job, input index), arrival order
@@ -71,7 +72,10 @@ class Batcher:
         self._queued_tokens = 0  # tokens of every job not yet answered
         self._waiting_tokens = 0  # tokens of the inputs in `_pending`
         self._wakeup = asyncio.Event()
-        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bg2vec-model")
+        self._model_threads = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"bg2vec-model-{i}") for i in range(len(embeds))]
+        self._free = list(range(len(embeds)))[::-1]  # model threads without a step, next one last
+        self._worker_free = asyncio.Event()
+        self._steps: set[asyncio.Task] = set()
         self._task: asyncio.Task | None = None
         self._tokens_per_second = 0.0
 
@@ -84,8 +88,9 @@ class Batcher:
             await asyncio.sleep(0.01)
         if self._task is not None:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        self._model_thread.shutdown(wait=True)
+            await asyncio.gather(self._task, *self._steps, return_exceptions=True)
+        for thread in self._model_threads:
+            thread.shutdown(wait=True)
 
     def submit(self, inputs: list[ModelInput]) -> Job:
         """Queue a request's inputs; its `future` gets the (N, H) embeddings in input order."""
@@ -116,12 +121,15 @@ class Batcher:
         job.future.cancel()
 
     async def _schedule(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             self._drop_cancelled()
             if not self._pending:
                 self._wakeup.clear()
                 await self._wakeup.wait()
+                continue
+            if not self._free:  # every device busy: inputs keep arriving and join the next step
+                self._worker_free.clear()
+                await self._worker_free.wait()
                 continue
             deadline = self._pending[0][0].arrived + self.limits.max_wait
             while self._waiting_tokens < self.limits.max_batch_tokens and time.monotonic() < deadline:
@@ -131,32 +139,42 @@ class Batcher:
                 except asyncio.TimeoutError:
                     break
             step = self._take()
-            if not step:
-                continue
-            started = time.monotonic()
-            try:
-                embeddings = await loop.run_in_executor(self._model_thread, self.embed, [job.inputs[i] for job, i in step])
-            except Exception as exc:  # the model failed: every job in this step fails, the server goes on
-                for job in {id(job): job for job, _ in step}.values():
-                    if not job.future.done():
-                        job.cancelled = True  # its inputs still waiting are skipped
-                        self._waiting_tokens -= job.waiting
-                        job.waiting = 0
-                        self._finish(job)
-                        job.future.set_exception(exc)
-                continue
-            seconds = time.monotonic() - started
-            tokens = sum(len(job.inputs[i].input_ids) for job, i in step)
-            self.metrics.batch_done(len(step), tokens, seconds)
-            self._tokens_per_second = tokens / seconds if seconds > 0 else self._tokens_per_second
-            for row, (job, i) in enumerate(step):
-                if job.future.done():
-                    continue
-                job.rows[i] = embeddings[row]
-                job.left -= 1
-                if job.left == 0:
+            if step:
+                worker = self._free.pop()
+                task = asyncio.get_running_loop().create_task(self._run_step(worker, step))
+                self._steps.add(task)
+                task.add_done_callback(self._steps.discard)
+
+    async def _run_step(self, worker: int, step: list[tuple[Job, int]]) -> None:
+        """One step on model thread `worker`; each job gets its rows, and its future once all are in."""
+        started = time.monotonic()
+        try:
+            embeddings = await asyncio.get_running_loop().run_in_executor(
+                self._model_threads[worker], self.embeds[worker], [job.inputs[i] for job, i in step])  # (N, H)
+        except Exception as exc:  # the model failed: every job in this step fails, the server goes on
+            for job in {id(job): job for job, _ in step}.values():
+                if not job.future.done():
+                    job.cancelled = True  # its inputs still waiting are skipped
+                    self._waiting_tokens -= job.waiting
+                    job.waiting = 0
                     self._finish(job)
-                    job.future.set_result(torch.stack(job.rows))  # (N, H)
+                    job.future.set_exception(exc)
+            return
+        finally:
+            self._free.append(worker)
+            self._worker_free.set()
+        seconds = time.monotonic() - started
+        tokens = sum(len(job.inputs[i].input_ids) for job, i in step)
+        self.metrics.batch_done(len(step), tokens, seconds, worker)
+        self._tokens_per_second = tokens / seconds if seconds > 0 else self._tokens_per_second
+        for row, (job, i) in enumerate(step):
+            if job.future.done():
+                continue
+            job.rows[i] = embeddings[row]
+            job.left -= 1
+            if job.left == 0:
+                self._finish(job)
+                job.future.set_result(torch.stack(job.rows))  # (N, H)
 
     def _take(self) -> list[tuple[Job, int]]:
         """Inputs in arrival order up to the token budget (at least one), skipping cancelled jobs."""

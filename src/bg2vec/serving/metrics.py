@@ -49,6 +49,7 @@ class Metrics:
         self.latency = Histogram(LATENCY_BUCKETS)
         self.batch_rows = Histogram(ROW_BUCKETS)
         self.batch_tokens = Histogram(TOKEN_BUCKETS)
+        self.worker_steps: dict[int, int] = defaultdict(int)  # model thread (device) → steps run
         self.tokens_total = 0
         self.tokens_per_second = 0.0
         self.queue_requests = 0
@@ -61,8 +62,9 @@ class Metrics:
             self.requests[(route, str(status))] += 1
             self.latency.observe(seconds, (("route", route),))
 
-    def batch_done(self, rows: int, tokens: int, seconds: float) -> None:
+    def batch_done(self, rows: int, tokens: int, seconds: float, worker: int = 0) -> None:
         with self._lock:
+            self.worker_steps[worker] += 1
             self.batch_rows.observe(rows)
             self.batch_tokens.observe(tokens)
             self.tokens_total += tokens
@@ -92,6 +94,9 @@ class Metrics:
                 "# HELP bg2vec_batch_tokens Tokens per forward batch (without padding).",
                 "# TYPE bg2vec_batch_tokens histogram",
                 *self.batch_tokens.lines("bg2vec_batch_tokens"),
+                "# HELP bg2vec_steps_total Batching steps run, by model thread (one per device).",
+                "# TYPE bg2vec_steps_total counter",
+                *(f'bg2vec_steps_total{{worker="{w}"}} {n}' for w, n in sorted(self.worker_steps.items())),
                 "# HELP bg2vec_embedded_tokens_total Tokens embedded.",
                 "# TYPE bg2vec_embedded_tokens_total counter",
                 f"bg2vec_embedded_tokens_total {self.tokens_total}",

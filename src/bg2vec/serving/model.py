@@ -29,10 +29,13 @@ class Instructions:
 
 
 class ServedModel:
-    """An encoder as the server sees it: a name, its sizes and limits, inputs, and embeddings."""
+    """An encoder as the server sees it: a name, its sizes and limits, inputs, and embeddings. With several
+    devices, `replicas` are copies of `encoder` on the others (`embed_inputs(..., worker=i)` picks one)."""
 
-    def __init__(self, encoder: Bg2Vec, name: str, truncate: bool, instructions: Instructions) -> None:
+    def __init__(self, encoder: Bg2Vec, name: str, truncate: bool, instructions: Instructions,
+                 replicas: list[Bg2Vec] | None = None) -> None:
         self.encoder = encoder
+        self.workers = [encoder, *(replicas or [])]
         self.name = name
         self.truncate = truncate
         self.instructions = instructions
@@ -64,9 +67,9 @@ class ServedModel:
         """Tokenized inputs, as `encode` builds them (`len(item.input_ids)` is what the model sees)."""
         return self.encoder.build_inputs(sentences)
 
-    def embed_inputs(self, inputs: list[ModelInput], batch_size: int, max_batch_tokens: int) -> torch.Tensor:
-        """(N, H) float32 CPU embeddings of `inputs` in their order, in length-sorted batches."""
-        return self.encoder.embed_inputs(inputs, batch_size, max_batch_tokens)
+    def embed_inputs(self, inputs: list[ModelInput], batch_size: int, max_batch_tokens: int, worker: int = 0) -> torch.Tensor:
+        """(N, H) float32 CPU embeddings of `inputs` in their order, in length-sorted batches, by one worker."""
+        return self.workers[worker].embed_inputs(inputs, batch_size, max_batch_tokens)
 
     def description(self) -> dict[str, Any]:
         """The model's description for /v1/models and the page: base, stages, pooling, dims."""
@@ -78,6 +81,7 @@ class ServedModel:
             "stages": [base, *plan.adapters] if plan is not None else [base],  # the base, then each adapter applied
             "pooling_mode": settings.pooling_mode,
             "dimensions": self.dimensions,
+            "devices": [str(worker.device) for worker in self.workers],
             "matryoshka_dims": settings.matryoshka_dims,
             "max_input_tokens": self.text_limit,
             "max_length": settings.max_length,

@@ -34,20 +34,24 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def load_encoder(model: str, adapter: str | None, device: str | None, **options: Any) -> Any:
-    """`Bg2Vec.from_pretrained(model, adapter, **options)` placed on `device`, or a one-line `ConfigError`."""
+def load_encoders(model: str, adapter: str | None, devices: list[str] | None, **options: Any) -> list[Any]:
+    """The encoder (`Bg2Vec.from_pretrained(model, adapter, **options)`) on each of `devices` (None: where it
+    loads), resolved once; or a one-line `ConfigError`."""
     from ..encoding.encoder import Bg2Vec
+    from ..models.layouts import resolve_model
 
     try:
-        encoder = Bg2Vec.from_pretrained(model, adapter, **options)
-        if device is not None:
-            encoder.to(device)
+        plan = resolve_model(model, adapter)
+        encoders = []
+        for device in devices or [None]:
+            encoder = Bg2Vec.from_plan(plan, **options)
+            encoders.append(encoder if device is None else encoder.to(device))
     except ConfigError:
         raise
     except Exception as exc:  # a model that does not load fails here in many ways; the user sees one line
         raise ConfigError("model", model if adapter is None else f"{model} + {adapter}", "a model that loads",
                           fix=first_line(exc)) from None
-    return encoder
+    return encoders
 
 
 def run_server(app: Any, sock: socket.socket, log_level: str = "info") -> None:
