@@ -4,6 +4,7 @@ __version__ = "0.1.0"
 
 from .models.bidirectional import enable_bidirectional, is_bidirectional
 from .config import MNTPConfig, SimCSEConfig, load_config
+from .corpus.reading import Embeddings, read_embeddings
 from .encoding.encoder import Bg2Vec
 from .errors import Bg2VecError, ConfigError, DataError
 from .objectives.masking import MNTPCollator, prepare_tokenizer
@@ -18,6 +19,7 @@ __all__ = [
     "Bg2VecError",
     "ConfigError",
     "DataError",
+    "Embeddings",
     "MNTPCollator",
     "MNTPConfig",
     "MNTPModel",
@@ -30,6 +32,7 @@ __all__ = [
     "mntp_logits_at_labels",
     "mntp_loss",
     "prepare_tokenizer",
+    "read_embeddings",
     "run_mntp",
     "run_simcse",
 ]

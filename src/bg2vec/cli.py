@@ -279,6 +279,51 @@ def _run_evaluate(args: argparse.Namespace, overrides: dict[str, str]) -> None:
     print(f"took {time.time() - started:.0f} s")
 
 
+# ===================================================================================================================
+# `bg2vec encode-corpus` (issue 21): flags generated from EncodeCorpusConfig (every default and help text lives there).
+# ===================================================================================================================
+
+CORPUS_FLAGS = {"model_name_or_path": ["--model"]}  # other fields: --field-name
+
+
+def add_encode_corpus_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per `EncodeCorpusConfig` field, its help and default taken from there; the inputs are positional."""
+    import dataclasses
+    import typing
+
+    from .config import EncodeCorpusConfig
+
+    hints = typing.get_type_hints(EncodeCorpusConfig)
+    for field in dataclasses.fields(EncodeCorpusConfig):
+        text = field.metadata["help"]
+        if field.name == "inputs":
+            parser.add_argument("inputs", nargs="+", metavar="INPUT", help=text)
+            continue
+        options = [t for t in typing.get_args(hints[field.name]) if t is not type(None)] or [hints[field.name]]
+        kind = options[0]
+        names = CORPUS_FLAGS.get(field.name, ["--" + field.name.replace("_", "-")])
+        shown = "required" if field.default == "" else f"default: {field.default}"
+        kwargs: dict = {"default": argparse.SUPPRESS, "help": f"{text} [{shown}]"}
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs.update(type=kind, metavar=names[0].lstrip("-").replace("-", "_").upper())
+        parser.add_argument(*names, dest=field.name, **kwargs)
+
+
+def _run_encode_corpus(args: argparse.Namespace, overrides: dict[str, str]) -> None:
+    import dataclasses
+
+    from .config import EncodeCorpusConfig
+    from .corpus.run import encode_corpus
+
+    names = {f.name for f in dataclasses.fields(EncodeCorpusConfig)}
+    summary = encode_corpus(EncodeCorpusConfig(**{key: value for key, value in vars(args).items() if key in names}))
+    print(summary.line())
+
+# ===================================================================================================================
+
+
 @dataclass(frozen=True)
 class Command:
     """One subcommand: its help, how it adds arguments, and what runs it (given args and `--key value` extras)."""
@@ -309,6 +354,11 @@ COMMANDS: dict[str, Command] = {
         _run_prepare,
     ),
     "encode": Command("Embed the texts of a .txt/.jsonl file into a .npy/.parquet file, streaming.", add_encode_arguments, _run_encode),
+    "encode-corpus": Command(
+        "Embed a corpus (files, folders, globs) into Parquet shards + manifest.json: resumable, exactly once, local or Ray.",
+        add_encode_corpus_arguments,
+        _run_encode_corpus,
+    ),
     "mine-negatives": Command(
         "Mine hard negatives for (query, positive) rows with an encoder: JSON lines in, triples out, streamed.",
         add_mining_arguments,

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from .data.blocks import REMAINDER_POLICIES
 from .data.corpus import DOCUMENT_UNITS, INPUT_FORMATS
+from .corpus.vectors import DTYPES as CORPUS_DTYPES
 from .data.text_files import UTF8_ERRORS
 from .encoding.pooling import POOLING_MODES
 from .errors import ConfigError
@@ -625,3 +626,67 @@ class SupervisedConfig(TrainingSettings, MatryoshkaSettings):
         given = [n for n in ("dataset_file_path", "train_file") if getattr(self, n) is not None]
         if len(given) != 1:
             raise ConfigError("dataset_file_path/train_file", given, "exactly one data source (a .jsonl file or an E5 folder)")
+
+
+# ===================================================================================================================
+# `bg2vec encode-corpus` (issue 21): a corpus → a folder of Parquet shards + manifest.json, resumable, local or Ray.
+# ===================================================================================================================
+
+CORPUS_ENGINES = ("local", "ray")  # where the model runs: this machine, or a Ray Data actor pool
+
+
+@dataclass
+class EncodeCorpusConfig:
+    """Corpus encoding (`bg2vec encode-corpus`): files, folders or globs of texts → a folder of embedding shards."""
+
+    inputs: list[str] = _help("Files, folders (every file in them) or globs of .txt/.jsonl/.csv/.tsv/.parquet, compressed or not.",
+                              default_factory=list)
+    output: str = _help("The output folder: shard-NNNNN.parquet files and manifest.json; a re-run resumes it.", "")
+    model_name_or_path: str = _help("The model: Hub id, folder (bg2vec/llm2vec output), .gguf file or pypi: alias.", "")
+    adapter: str | None = _help("A PEFT adapter applied on top (llm2vec's peft_model_name_or_path).", None)
+    # --- reading ---
+    text_column: str = _help("The field or column holding the text (.jsonl, .csv/.tsv, .parquet).", "text")
+    id_column: str | None = _help("The field or column holding each row's unique id; None: the row number across the inputs, from 0.", None)
+    instruction_column: str | None = _help("A field or column holding each row's instruction (empty: --instruction, if given).", None)
+    instruction: str | None = _help("The instruction paired with every text without its own (attends, is not pooled).", None)
+    # --- vectors ---
+    dtype: str = _help("Stored as float32, float16, int8 (with a scale per row) or binary (sign bits, packed).", "float32")
+    dim: int | None = _help("Keep the first DIM values (a Matryoshka prefix), then normalize if asked; None: all.", None)
+    normalize: bool = _help("L2-normalize the embeddings (after --dim).", False)
+    pooling_mode: str | None = _help("mean, weighted_mean, eos_token, last_token or bos_token; None: as saved, else mean.", None)
+    max_length: int | None = _help("Tokens per input; None: as saved, else 512.", None)
+    torch_dtype: str = _help("Weights dtype: auto, float32, bfloat16 or float16.", "auto")
+    # --- execution ---
+    shard_rows: int = _help("Rows per output shard: the unit of resuming (a killed run redoes at most one per worker).", 10_000)
+    batch_size: int = _help("Texts per forward pass at most.", 32)
+    max_batch_tokens: int | None = _help("Padded tokens per forward pass at most (rows x longest); None: no limit.", 16_384)
+    engine: str = _help("local (this machine: a worker process per --device) or ray (a Ray Data actor pool).", "local")
+    device: str | None = _help("local engine: cpu, cuda, cuda:1..., or several (cuda:0,cuda:1); None: cuda if available.", None)
+    workers: int = _help("ray engine: model actors (each loads the model once).", 1)
+    gpus_per_worker: float = _help("ray engine: GPUs per actor (0: CPU actors).", 0.0)
+    cpus_per_worker: float = _help("ray engine: CPUs per actor (its torch threads).", 1.0)
+    ray_address: str | None = _help("ray engine: the cluster to join (host:port, ray://host:port or auto); None: "
+                                    "$RAY_ADDRESS, else a local cluster started for the run.", None)
+    overwrite: bool = _help("Start over: remove the folder's shards and manifest instead of resuming.", False)
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise ConfigError("inputs", self.inputs, "at least one file, folder or glob")
+        for name, flag in (("output", "--output"), ("model_name_or_path", "--model")):
+            if not getattr(self, name):
+                raise ConfigError(name, "", "a path or model reference", fix=f"pass {flag}")
+        _check_choice("dtype", self.dtype, CORPUS_DTYPES)
+        _check_choice("engine", self.engine, CORPUS_ENGINES)
+        _check_choice("torch_dtype", self.torch_dtype, TORCH_DTYPES)
+        if self.pooling_mode is not None:
+            _check_choice("pooling_mode", self.pooling_mode, POOLING_MODES)
+        for name in ("shard_rows", "batch_size", "workers"):
+            _check_positive(name, getattr(self, name))
+        for name in ("dim", "max_length", "max_batch_tokens"):
+            if getattr(self, name) is not None:
+                _check_positive(name, getattr(self, name))
+        for name in ("gpus_per_worker", "cpus_per_worker"):
+            if getattr(self, name) < 0:
+                raise ConfigError(name, getattr(self, name), "a number >= 0")
+        if self.instruction is not None and not self.instruction.strip():
+            raise ConfigError("instruction", self.instruction, "a non-empty instruction, or none")
