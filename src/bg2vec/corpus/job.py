@@ -42,9 +42,10 @@ def sentences_of(batch: RowBatch, instruction: str | None) -> list[Any]:
     return [[own or instruction, text] if (own or instruction) else text for own, text in zip(instructions, batch.texts)]
 
 
-def embed_rows(encoder: Bg2Vec, job: EncodeJob, sentences: list[Any], device: Any = None) -> tuple[np.ndarray, int]:
-    """((N, D) float32 embeddings, tokens the model saw) for `sentences`, in their order; token-budget batches."""
-    tokens = sum(len(item.input_ids) for item in encoder._inputs(sentences))
+def embed_rows(encoder: Bg2Vec, job: EncodeJob, sentences: list[Any], device: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """((N, D) float32 embeddings, (N,) tokens the model saw per row) for `sentences`, in their order, in
+    length-sorted batches under the job's row cap and token budget."""
+    tokens = np.array([len(item.input_ids) for item in encoder._inputs(sentences)], dtype=np.int64)  # (N,)
     embeddings = encoder.encode(
         sentences, batch_size=job.batch_size, max_batch_tokens=job.max_batch_tokens, show_progress_bar=False,
         normalize_embeddings=job.normalize, dim=job.dim, device=device,

@@ -30,7 +30,7 @@ def run_local(files: list[InputFile], columns: Columns, id_type: str, shards: li
                 ids.append(stored_ids(batch, shard.start + filled, id_type))
                 vectors.append(embeddings)
                 filled += len(batch)
-                progress.add(len(batch), tokens)
+                progress.add(len(batch), int(tokens.sum()))
                 if filled == shard.rows:
                     writer.write(shard, pa.concat_arrays(ids), np.concatenate(vectors))  # (rows, D)
                     progress.shard_finished()

@@ -66,6 +66,10 @@ def encode_corpus(config: EncodeCorpusConfig, stream: TextIO | None = None) -> C
     if config.instruction is not None and config.instruction_column is not None:
         raise ConfigError("instruction", config.instruction, "no --instruction with --instruction-column",
                           fix="rows without their own instruction take --instruction only when no column is named; pick one")
+    if config.engine == "ray":
+        from .ray_engine import check_ray
+
+        check_ray(config.ray_address)
     plan = resolve_model(config.model_name_or_path, config.adapter)
     _check_output(output, config, files, plan.adapters + (plan.weights, plan.tokenizer))
     manifest = None if config.overwrite else Manifest.load(output)
