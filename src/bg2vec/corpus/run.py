@@ -125,8 +125,10 @@ def _check_output(output: Path, config: EncodeCorpusConfig, files: list, model_p
     check_apart(output, "output", {**given, **{f.path: f.path for f in files},
                                    **{f"model {p}": p for p in model_paths if Path(p).exists()}})
     check_creatable(output, "output")
-    if output.is_dir() and any(output.iterdir()) and not (output / MANIFEST_FILE).is_file():
-        found = ", ".join(sorted(p.name for p in output.iterdir())[:5])
+    first_save = output / (MANIFEST_FILE + PARTIAL_SUFFIX)  # a run killed while writing its first manifest
+    held = sorted(p.name for p in output.iterdir() if p != first_save) if output.is_dir() else []
+    if held and not (output / MANIFEST_FILE).is_file():
+        found = ", ".join(held[:5])
         raise ConfigError("output", str(output), "a new or empty folder, or one that bg2vec encode-corpus wrote",
                           fix=f"it holds {found}; pick another folder")
 
