@@ -1,0 +1,137 @@
+"""`bg2vec encode-corpus`: rows/s of the local engine vs Ray at 1 and 2 CPU workers, peak memory at two corpus
+sizes, and the time a finished re-run takes to skip everything.
+
+Every figure comes from a fresh `bg2vec encode-corpus` process on generated one-line documents (seeded random
+words of data/bg/train.txt) and a small random Mistral-shaped model built here (hidden 256, 4 layers: the engine's
+overhead shows, as it would next to a large model's longer forwards it only shrinks):
+- throughput: the same corpus through `--engine local` (THREADS torch threads), `--engine ray --workers 1`
+  (one actor, THREADS CPUs) and `--workers 2` (two actors, THREADS / 2 CPUs each: the same cores in all three); rows/s over the whole command
+  (model loading and, for Ray, cluster start included) and over the encoding alone (from the summary line).
+  Target: Ray at 1 worker within 15% of local.
+- memory: peak RSS (ru_maxrss) and peak anonymous RSS (sampled) of the local engine at two corpus sizes.
+  Target: flat, not growing with the corpus.
+- skip: the wall time of the same command once everything is finished (nothing to encode: no model is loaded).
+
+    python benchmarks/corpus_encode.py [--rows 4000] [--memory-rows 10000 100000] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from bench_corpus import BENCH_DIR, REPO
+from prepare_memory import anonymous_rss
+
+MIB = 2**20
+WORK = BENCH_DIR / "corpus_encode"
+
+
+def tiny_model(folder: Path) -> Path:
+    """A random Mistral-shaped decoder (hidden 256, 4 layers) with the test suite's tokenizer, saved once."""
+    if (folder / "config.json").exists():
+        return folder
+    sys.path.insert(0, str(REPO / "tests"))
+    import torch
+    from conftest import build_tokenizer
+    from transformers import AutoModelForCausalLM, MistralConfig
+
+    tokenizer = build_tokenizer()
+    torch.manual_seed(0)
+    config = MistralConfig(vocab_size=len(tokenizer), hidden_size=256, intermediate_size=512, num_hidden_layers=4,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, sliding_window=None,
+                           bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def corpus(rows: int) -> Path:
+    """`rows` generated documents of 10 to 40 words, one per line; made once, then reused."""
+    path = WORK / f"docs-{rows}.txt"
+    if path.exists():
+        return path
+    words = (REPO / "data" / "bg" / "train.txt").read_text(encoding="utf-8").split()
+    rng = random.Random(rows)
+    path.write_text("".join(" ".join(rng.choices(words, k=rng.randint(10, 40))) + "\n" for _ in range(rows)), encoding="utf-8")
+    return path
+
+
+def encode(source: Path, output: Path, model: Path, threads: int, *extra: str) -> dict:
+    """Run one `bg2vec encode-corpus`; its wall time, encoding time (summary line) and peak memory."""
+    command = [sys.executable, "-m", "bg2vec.cli", "encode-corpus", str(source), "--output", str(output), "--model", str(model),
+               "--torch-dtype", "float32", "--shard-rows", "2000", *extra]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads)}
+    started = time.perf_counter()
+    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watcher = psutil.Process(child.pid)
+    peak_anonymous = 0
+    while True:
+        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+        if pid:
+            break
+        peak_anonymous = max(peak_anonymous, anonymous_rss(watcher))
+        time.sleep(0.1)
+    seconds = time.perf_counter() - started
+    child.returncode = os.waitstatus_to_exitcode(status)
+    out, err = child.stdout.read(), child.stderr.read()
+    if child.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed:\n{err[-3000:]}")
+    match = re.search(r"encoded ([\d,]+) rows .* in ([\d.]+) s", out)
+    rows, encoding_seconds = int(match.group(1).replace(",", "")), float(match.group(2))
+    return {"wall_s": seconds, "rows": rows, "encode_s": encoding_seconds,
+            "rows_per_s_wall": rows / seconds, "rows_per_s": rows / encoding_seconds if encoding_seconds else 0.0,
+            "peak_rss_mib": usage.ru_maxrss * 1024 / MIB, "peak_anonymous_mib": peak_anonymous / MIB}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=4000, help="rows of the throughput corpus")
+    parser.add_argument("--memory-rows", type=int, nargs=2, default=[10_000, 100_000], help="the two corpus sizes of the memory runs")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of the local engine and of the one Ray actor (halved for two)")
+    args = parser.parse_args()
+    WORK.mkdir(parents=True, exist_ok=True)
+    model = tiny_model(WORK / "model")
+    results: dict = {"threads": args.threads, "cpus": os.cpu_count()}
+
+    source = corpus(args.rows)
+    half = str(max(1, args.threads // 2))
+    for name, extra in (("local", []),
+                        ("ray, 1 worker", ["--engine", "ray", "--workers", "1", "--cpus-per-worker", str(args.threads)]),
+                        ("ray, 2 workers", ["--engine", "ray", "--workers", "2", "--cpus-per-worker", half])):
+        output = WORK / "throughput"
+        shutil.rmtree(output, ignore_errors=True)
+        results[name] = encode(source, output, model, args.threads, *extra)
+        print(f"{name:<16} {results[name]['rows_per_s']:8,.0f} rows/s encoding | {results[name]['rows_per_s_wall']:8,.0f} rows/s "
+              f"whole command ({results[name]['wall_s']:.1f} s)", flush=True)
+    overhead = results["local"]["rows_per_s"] / results["ray, 1 worker"]["rows_per_s"] - 1
+    print(f"Ray's overhead at 1 worker (encoding rows/s): {overhead:+.0%} (target <= 15%)")
+    results["ray_overhead_1_worker"] = overhead
+
+    for rows in args.memory_rows:
+        output = WORK / f"memory-{rows}"
+        shutil.rmtree(output, ignore_errors=True)
+        run = results[f"local, {rows} rows"] = encode(corpus(rows), output, model, args.threads)
+        print(f"local, {rows:>7,} rows: peak RSS {run['peak_rss_mib']:,.0f} MiB, peak anonymous {run['peak_anonymous_mib']:,.0f} MiB, "
+              f"{run['rows_per_s']:,.0f} rows/s", flush=True)
+    small, large = (results[f"local, {rows} rows"] for rows in args.memory_rows)
+    print(f"peak RSS ratio {args.memory_rows[1]:,} / {args.memory_rows[0]:,} rows: {large['peak_rss_mib'] / small['peak_rss_mib']:.2f} "
+          "(target: about 1)")
+    skip = results["skip"] = encode(corpus(args.memory_rows[1]), WORK / f"memory-{args.memory_rows[1]}", model, args.threads)
+    print(f"re-run of the finished {args.memory_rows[1]:,}-row run: {skip['wall_s']:.1f} s (nothing encoded, no model loaded)")
+    (WORK / "results.json").write_text(json.dumps(results, indent=2))
+    print(f"results in {WORK / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
