@@ -60,7 +60,7 @@ def write_model_card(
         *metadata,
         f"# {folder.resolve().name}",
         "",
-        f"Made with [bg2vec](https://pypi.org/project/bg2vec/) {description.get('bg2vec_version', '')} "
+        f"Made with [bg2vec](https://pypi.org/project/bg2vec-toolkit/) {description.get('bg2vec_version', '')} "
         "(the LLM2Vec recipe, arXiv 2404.05961, on transformers 5).",
         "",
         "| | |",
