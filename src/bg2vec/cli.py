@@ -315,7 +315,7 @@ def _run_encode_corpus(args: argparse.Namespace, overrides: dict[str, str]) -> N
     import dataclasses
 
     from .config import EncodeCorpusConfig
-    from .corpus.run import encode_corpus
+    from .recipes.encode_corpus import encode_corpus
 
     names = {f.name for f in dataclasses.fields(EncodeCorpusConfig)}
     summary = encode_corpus(EncodeCorpusConfig(**{key: value for key, value in vars(args).items() if key in names}))

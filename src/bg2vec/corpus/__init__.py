@@ -1,4 +1,4 @@
-"""Corpus encoding (`bg2vec encode-corpus`): a corpus → a folder of Parquet shards and a manifest, resumable
+"""Corpus encoding (`bg2vec encode-corpus`, run by recipes/encode_corpus.py): a corpus → a folder of Parquet shards and a manifest, resumable
 and exactly once, on this machine or a Ray cluster; `read_embeddings` reads the folder back.
 
     sources.py   inputs (files, folders, globs) → rows (id, text, instruction); the duplicate-id check
@@ -8,6 +8,6 @@ and exactly once, on this machine or a Ray cluster; `read_embeddings` reads the 
     shards.py    the shard writer and manifest.json (the one piece of code that makes it exactly once)
     job.py       what a worker needs (a resolved plan) and the one function that embeds rows
     local.py     the local engine;  ray_engine.py  the Ray Data engine
-    progress.py  progress lines and rates;  run.py  checks, resume, engines, summary
+    progress.py  progress lines and rates
     reading.py   read_embeddings: ids + a memory-mapped matrix
 """

@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from ..config import EncodeCorpusConfig
 from ..errors import ConfigError
 from .job import EncodeJob, embed_rows, sentences_of
 from .plan import Shard, shard_rows_of
@@ -48,6 +48,16 @@ def check_ray(address: str | None) -> str | None:
                               fix=f"it does not answer ({exc}); start one (ray start --head) or leave --ray-address "
                                   "and RAY_ADDRESS unset to start a local cluster") from None
     return address
+
+
+@dataclass(frozen=True)
+class RayPool:
+    """The model actors: how many, what each holds, and the cluster (None: $RAY_ADDRESS, else a local one)."""
+
+    workers: int = 1
+    cpus_per_worker: float = 1.0  # also its torch threads (at least 1)
+    gpus_per_worker: float = 0.0
+    address: str | None = None
 
 
 class EmbedActor:
@@ -81,11 +91,11 @@ def read_shard(record: dict[str, np.ndarray], files: list[InputFile], columns: C
 
 
 def run_ray(files: list[InputFile], columns: Columns, id_type: str, shards: list[Shard], job: EncodeJob,
-            writer: ShardWriter, progress: Progress, config: EncodeCorpusConfig) -> None:
+            writer: ShardWriter, progress: Progress, pool: RayPool) -> None:
     """Embed and write every shard of `shards` on a Ray cluster."""
     import ray
 
-    address = check_ray(config.ray_address)
+    address = check_ray(pool.address)
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
@@ -97,8 +107,9 @@ def run_ray(files: list[InputFile], columns: Columns, id_type: str, shards: list
         dataset = dataset.map_batches(read_shard, batch_size=1, batch_format="numpy", num_cpus=0,
                                       fn_kwargs={"files": files, "columns": columns, "id_type": id_type})
         dataset = dataset.map_batches(
-            EmbedActor, fn_constructor_args=(job, max(1, int(config.cpus_per_worker))), batch_size=ROWS_PER_CALL,
-            batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=config.workers), num_cpus=config.cpus_per_worker, num_gpus=config.gpus_per_worker,
+            EmbedActor, fn_constructor_args=(job, max(1, int(pool.cpus_per_worker))), batch_size=ROWS_PER_CALL,
+            batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=pool.workers), num_cpus=pool.cpus_per_worker,
+            num_gpus=pool.gpus_per_worker,
         )
         progress.start()
         _write_as_they_come(dataset, {s.index: s for s in shards}, writer, progress)

@@ -19,13 +19,13 @@ from ..config import EncodeCorpusConfig
 from ..errors import ConfigError
 from ..models.layouts import resolve_model
 from ..paths import check_apart, check_creatable
-from .job import EncodeJob
-from .plan import plan_shards
-from .progress import Progress
-from .provenance import model_digest
-from .shards import MANIFEST_FILE, PARTIAL_SUFFIX, Manifest, ShardWriter, tidy
-from .sources import Columns, check_columns, find_inputs, scan
-from .vectors import stored_width
+from ..corpus.job import EncodeJob
+from ..corpus.plan import plan_shards
+from ..corpus.progress import Progress
+from ..corpus.provenance import model_digest
+from ..corpus.shards import MANIFEST_FILE, PARTIAL_SUFFIX, Manifest, ShardWriter, tidy
+from ..corpus.sources import Columns, check_columns, find_inputs, scan
+from ..corpus.vectors import stored_width
 
 # Settings a re-run must repeat: they decide the shards and every vector (engine, devices and batching do not).
 RESUME_KEYS = ("model_name_or_path", "adapter", "text_column", "id_column", "instruction_column", "instruction", "dtype",
@@ -43,13 +43,17 @@ class CorpusSummary:
     shards_skipped: int  # finished by an earlier run
     shards_total: int
     rows_total: int
-    seconds: float
+    seconds: float  # the whole run: checks, reading, model loading, encoding
+    encode_seconds: float  # from the model loaded (local) or the actor pool starting (Ray) to the last shard
+    steady_rows_per_s: float | None  # after the first shard: start-up left out
 
     def line(self) -> str:
-        rate = self.rows / self.seconds if self.seconds > 0 else 0.0
+        rate = self.rows / self.encode_seconds if self.encode_seconds > 0 else 0.0
+        steady = f", {self.steady_rows_per_s:,.0f} rows/s after the first shard" if self.steady_rows_per_s else ""
         skipped = f", {self.shards_skipped} finished earlier and skipped" if self.shards_skipped else ""
         return (f"encoded {self.rows:,} rows ({self.tokens:,} tokens) into {self.shards_written} shards{skipped} in "
-                f"{self.seconds:.1f} s ({rate:,.0f} rows/s); {self.rows_total:,} rows in {self.shards_total} shards at {self.output}")
+                f"{self.encode_seconds:.1f} s ({rate:,.0f} rows/s{steady}); took {self.seconds:.1f} s in all; "
+                f"{self.rows_total:,} rows in {self.shards_total} shards at {self.output}")
 
 
 def encode_corpus(config: EncodeCorpusConfig, stream: TextIO | None = None) -> CorpusSummary:
@@ -67,7 +71,7 @@ def encode_corpus(config: EncodeCorpusConfig, stream: TextIO | None = None) -> C
         raise ConfigError("instruction", config.instruction, "no --instruction with --instruction-column",
                           fix="rows without their own instruction take --instruction only when no column is named; pick one")
     if config.engine == "ray":
-        from .ray_engine import check_ray
+        from ..corpus.ray_engine import check_ray
 
         check_ray(config.ray_address)
     plan = resolve_model(config.model_name_or_path, config.adapter)
@@ -106,15 +110,17 @@ def encode_corpus(config: EncodeCorpusConfig, stream: TextIO | None = None) -> C
                         config.max_batch_tokens)
         writer = ShardWriter(manifest)
         if config.engine == "ray":
-            from .ray_engine import run_ray
+            from ..corpus.ray_engine import RayPool, run_ray
 
-            run_ray(files, columns, manifest.data["id_type"], pending, job, writer, progress, config)
+            pool = RayPool(config.workers, config.cpus_per_worker, config.gpus_per_worker, config.ray_address)
+            run_ray(files, columns, manifest.data["id_type"], pending, job, writer, progress, pool)
         else:
-            from .local import run_local
+            from ..corpus.local import run_local
 
             run_local(files, columns, manifest.data["id_type"], pending, job, writer, progress, _devices(config.device))
     return CorpusSummary(str(output), progress.rows, progress.tokens, len(pending), len(finished), len(shards),
-                         manifest.data["rows"], time.perf_counter() - started)
+                         manifest.data["rows"], time.perf_counter() - started, progress.seconds if pending else 0.0,
+                         progress.steady_rate())
 
 
 def _check_output(output: Path, config: EncodeCorpusConfig, files: list, model_paths: tuple[str, ...]) -> None:
@@ -122,7 +128,7 @@ def _check_output(output: Path, config: EncodeCorpusConfig, files: list, model_p
     if output.exists() and not output.is_dir():
         raise ConfigError("output", str(output), "a folder path, not a file")
     given = {f"inputs[{i}]": name for i, name in enumerate(config.inputs) if Path(name).exists()}
-    check_apart(output, "output", {**given, **{f.path: f.path for f in files},
+    check_apart(output, "output", {**given, **{f"input file {i}": f.path for i, f in enumerate(files)},
                                    **{f"model {p}": p for p in model_paths if Path(p).exists()}})
     check_creatable(output, "output")
     first_save = output / (MANIFEST_FILE + PARTIAL_SUFFIX)  # a run killed while writing its first manifest
