@@ -318,7 +318,13 @@ def _run_encode_corpus(args: argparse.Namespace, overrides: dict[str, str]) -> N
     from .recipes.encode_corpus import encode_corpus
 
     names = {f.name for f in dataclasses.fields(EncodeCorpusConfig)}
-    summary = encode_corpus(EncodeCorpusConfig(**{key: value for key, value in vars(args).items() if key in names}))
+    config = EncodeCorpusConfig(**{key: value for key, value in vars(args).items() if key in names})
+    try:
+        summary = encode_corpus(config)
+    except KeyboardInterrupt:
+        print(f"\nbg2vec encode-corpus: interrupted; the finished shards in {config.output} are kept: run the same "
+              "command again to go on", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None
     print(summary.line())
 
 # ===================================================================================================================

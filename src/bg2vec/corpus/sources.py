@@ -262,7 +262,7 @@ def _parquet_rows(file: InputFile, columns: Columns, skip: int) -> Iterator[RowB
     for record_batch in parquet.iter_batches(batch_size=ROW_BATCH, row_groups=groups, columns=list(dict.fromkeys(wanted))):
         values = {name: record_batch.column(name).to_pylist() for name in record_batch.schema.names}
         for index in range(record_batch.num_rows):
-            builder.add({name: column[index] for name, column in values.items()}, f"row {builder.rows + 1}")
+            builder.add({name: column[index] for name, column in values.items()}, f"row {builder.rows + index + 1}")
         batch = builder.take()
         if skip >= len(batch):
             skip -= len(batch)

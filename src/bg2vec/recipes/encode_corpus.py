@@ -17,14 +17,14 @@ from typing import Any, TextIO
 from .._version import __version__
 from ..config import EncodeCorpusConfig
 from ..errors import ConfigError
-from ..models.layouts import resolve_model
+from ..models.layouts import ModelPlan, resolve_model
 from ..paths import check_apart, check_creatable
 from ..corpus.job import EncodeJob
 from ..corpus.plan import plan_shards
 from ..corpus.progress import Progress
 from ..corpus.provenance import model_digest
 from ..corpus.shards import MANIFEST_FILE, PARTIAL_SUFFIX, Manifest, ShardWriter, tidy
-from ..corpus.sources import Columns, check_columns, find_inputs, scan
+from ..corpus.sources import Columns, InputFile, check_columns, find_inputs, scan
 from ..corpus.vectors import stored_width
 
 # Settings a re-run must repeat: they decide the shards and every vector (engine, devices and batching do not).
@@ -86,17 +86,7 @@ def encode_corpus(config: EncodeCorpusConfig, stream: TextIO | None = None) -> C
         if forgotten:
             print(f"shards {forgotten} were recorded but their files are gone or changed: writing them again", file=stream)
     else:
-        if config.overwrite:
-            _clear(output)
-        found = scan(files, columns)
-        shards = plan_shards(found.rows, config.shard_rows)
-        if not shards:
-            raise ConfigError("inputs", config.inputs, "inputs holding at least one row", fix="they are empty")
-        provenance = _provenance(config, plan, settings)
-        manifest = Manifest.new(output, settings, provenance, [dict(r, rows=n) for r, n in zip(inputs, found.rows)],
-                                shards, found.id_type, model_files)
-        output.mkdir(parents=True, exist_ok=True)
-        manifest.save()
+        manifest = _start(config, output, files, columns, plan, settings, model_files)
     shards = manifest.shards
     finished = manifest.finished
     pending = [s for s in shards if s.index not in finished]
@@ -123,7 +113,25 @@ def encode_corpus(config: EncodeCorpusConfig, stream: TextIO | None = None) -> C
                          progress.steady_rate())
 
 
-def _check_output(output: Path, config: EncodeCorpusConfig, files: list, model_paths: tuple[str, ...]) -> None:
+def _start(config: EncodeCorpusConfig, output: Path, files: list[InputFile], columns: Columns, plan: ModelPlan,
+           settings: dict[str, Any], model_files: dict[str, list]) -> Manifest:
+    """A new run: read every input once (rows counted, ids unique), plan the shards, and only then clear an
+    earlier run (with --overwrite) and save the manifest."""
+    found = scan(files, columns)
+    shards = plan_shards(found.rows, config.shard_rows)
+    if not shards:
+        raise ConfigError("inputs", config.inputs, "inputs holding at least one row", fix="they are empty")
+    provenance = _provenance(config, plan, settings)
+    inputs = [dict(file.record(), rows=rows) for file, rows in zip(files, found.rows)]
+    manifest = Manifest.new(output, settings, provenance, inputs, shards, found.id_type, model_files)
+    if config.overwrite:
+        _clear(output)
+    output.mkdir(parents=True, exist_ok=True)
+    manifest.save()
+    return manifest
+
+
+def _check_output(output: Path, config: EncodeCorpusConfig, files: list[InputFile], model_paths: tuple[str, ...]) -> None:
     """The output is a folder apart from every input and model file, new or one this command wrote."""
     if output.exists() and not output.is_dir():
         raise ConfigError("output", str(output), "a folder path, not a file")
@@ -172,7 +180,7 @@ def _clear(output: Path) -> None:
         shutil.rmtree(cache)
 
 
-def _provenance(config: EncodeCorpusConfig, plan: Any, settings: dict[str, Any]) -> dict[str, Any]:
+def _provenance(config: EncodeCorpusConfig, plan: ModelPlan, settings: dict[str, Any]) -> dict[str, Any]:
     """What made the vectors: the model (reference, digest, layout), the encoder settings in effect, the
     instruction, dims, dtype and normalization, and the bg2vec version (without loading the model)."""
     from transformers import AutoConfig
