@@ -23,6 +23,7 @@ LAYERS = [
     {"serving", "corpus", "exports"},
     {"config"},  # typed settings: read the choice lists below, stop at the recipes
     {"recipes"},
+    {"cli_flags"},  # command-line options generated from the config dataclasses
     {"cli", "__init__", "__main__"},
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}

@@ -16,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-DTYPES = ("float32", "float16", "int8", "binary")
+from .choices import DTYPES
+
 INT8_LEVELS = 127
 
 

@@ -40,7 +40,7 @@ from ..errors import ConfigError
 from .batching import plan_batches
 from .devices import DevicePool, embed_features
 from .inputs import ChatFormat, InputBuilder, ModelInput, chat_format_for, collate, eos_text_for
-from .pooling import POOLING_MODES
+from .choices import POOLING_MODES, check_dims
 
 
 
@@ -68,14 +68,6 @@ class EncoderSettings:
 
 
 LLM2VEC_SETTING_KEYS = ("pooling_mode", "max_length", "doc_max_length", "skip_instruction")
-
-
-def check_dims(dims: Any, setting: str = "matryoshka_dims") -> list[int]:
-    """Matryoshka dims: distinct positive whole numbers."""
-    if not isinstance(dims, (list, tuple)) or not dims or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims) \
-            or len(set(dims)) != len(dims):
-        raise ConfigError(setting, dims, "a list of distinct positive whole numbers, e.g. [768, 512, 256, 128, 64]")
-    return list(dims)
 
 
 class Bg2Vec(nn.Module):
