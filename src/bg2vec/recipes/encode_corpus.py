@@ -19,7 +19,6 @@ from ..config import EncodeCorpusConfig
 from ..errors import ConfigError
 from ..models.layouts import ModelPlan, resolve_model
 from ..paths import check_apart, check_creatable
-from ..corpus.job import EncodeJob
 from ..corpus.plan import plan_shards
 from ..corpus.progress import Progress
 from ..corpus.provenance import model_digest
@@ -95,6 +94,8 @@ def encode_corpus(config: EncodeCorpusConfig, stream: TextIO | None = None) -> C
               f"{len(pending)} to encode", file=stream)
     progress = Progress(sum(s.rows for s in pending), len(shards), len(finished), stream)
     if pending:
+        from ..corpus.job import EncodeJob  # torch and the encoder: only when there is something to encode
+
         job = EncodeJob(plan, config.model_name_or_path, config.adapter, config.pooling_mode, config.max_length,
                         config.torch_dtype, config.instruction, config.dim, config.normalize, config.batch_size,
                         config.max_batch_tokens)
