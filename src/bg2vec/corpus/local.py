@@ -19,6 +19,9 @@ def run_local(files: list[InputFile], columns: Columns, id_type: str, shards: li
               writer: ShardWriter, progress: Progress, device: Any = None) -> None:
     """Embed and write every shard of `shards` (the unfinished ones, in plan order)."""
     encoder = job.load()
+    if isinstance(device, str):  # one device: the model goes there once; a list: a worker process each
+        encoder.to(device)
+        device = None
     progress.start()
     try:
         for run in consecutive_runs(shards):
