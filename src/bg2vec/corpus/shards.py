@@ -73,6 +73,9 @@ class Manifest:
         if not isinstance(data, dict) or data.get("kind") != MANIFEST_KIND:
             raise ConfigError("output", str(folder), "a new folder or a bg2vec corpus output",
                               fix=f"its {MANIFEST_FILE} was not written by bg2vec encode-corpus; pick another folder")
+        if data.get("format_version", 0) > FORMAT_VERSION:
+            raise ConfigError("output", str(folder), f"a manifest of format {FORMAT_VERSION} or older",
+                              fix=f"bg2vec {data.get('bg2vec_version')} wrote it: install that version or newer to resume or read it")
         return cls(folder, data)
 
     @property
