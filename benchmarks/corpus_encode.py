@@ -1,9 +1,10 @@
 """`bg2vec encode-corpus`: rows/s of the local engine vs Ray at 1 and 2 CPU workers, peak memory at two corpus
 sizes, and the time a finished re-run takes to skip everything.
 
-Every figure comes from a fresh `bg2vec encode-corpus` process on generated one-line documents (seeded random
-words of data/bg/train.txt) and a small random Mistral-shaped model built here (hidden 256, 4 layers: the engine's
-overhead shows, as it would next to a large model's longer forwards it only shrinks):
+Every figure comes from a fresh `bg2vec encode-corpus` process on generated one-line documents (10 to 40 seeded
+random words of the test suite's corpus, which its tokenizer knows: about 20 to 80 tokens) and the test suite's
+tiny random Mistral (hidden 64, 2 layers), so the engines' own costs show at their largest (next to a real
+model's forward passes they only shrink):
 - throughput (shards of 500 rows): the same corpus through `--engine local` (THREADS torch threads), `--engine ray --workers 1`
   (one actor, THREADS CPUs) and `--workers 2` (two actors, THREADS / 2 CPUs each: the same cores in all three); rows/s over the whole command
   (imports, model loading and, for Ray, cluster start included), with start-up (from the model loaded / the
@@ -37,20 +38,20 @@ MIB = 2**20
 WORK = BENCH_DIR / "corpus_encode"
 
 
+sys.path.insert(0, str(REPO / "tests"))
+
+
 def tiny_model(folder: Path) -> Path:
-    """A random Mistral-shaped decoder (hidden 256, 4 layers) with the test suite's tokenizer, saved once."""
+    """The test suite's tiny random Mistral (hidden 64, 2 layers) and tokenizer, saved once."""
     if (folder / "config.json").exists():
         return folder
-    sys.path.insert(0, str(REPO / "tests"))
     import torch
-    from conftest import build_tokenizer
-    from transformers import AutoModelForCausalLM, MistralConfig
+    from conftest import build_tokenizer, tiny_config
+    from transformers import AutoModelForCausalLM
 
     tokenizer = build_tokenizer()
     torch.manual_seed(0)
-    config = MistralConfig(vocab_size=len(tokenizer), hidden_size=256, intermediate_size=512, num_hidden_layers=4,
-                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, sliding_window=None,
-                           bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = tiny_config("mistral", len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
     AutoModelForCausalLM.from_config(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -58,10 +59,12 @@ def tiny_model(folder: Path) -> Path:
 
 def corpus(rows: int) -> Path:
     """`rows` generated documents of 10 to 40 words, one per line; made once, then reused."""
+    from conftest import CORPUS
+
     path = WORK / f"docs-{rows}.txt"
     if path.exists():
         return path
-    words = (REPO / "data" / "bg" / "train.txt").read_text(encoding="utf-8").split()
+    words = " ".join(CORPUS).split()
     rng = random.Random(rows)
     path.write_text("".join(" ".join(rng.choices(words, k=rng.randint(10, 40))) + "\n" for _ in range(rows)), encoding="utf-8")
     return path
@@ -101,7 +104,8 @@ def main() -> None:
     parser.add_argument("--memory-rows", type=int, nargs=2, default=[10_000, 100_000], help="the two corpus sizes of the memory runs")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the local engine and of the one Ray actor (halved for two)")
     args = parser.parse_args()
-    WORK.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(WORK, ignore_errors=True)  # corpora and model of another version of this script
+    WORK.mkdir(parents=True)
     model = tiny_model(WORK / "model")
     results: dict = {"threads": args.threads, "cpus": os.cpu_count()}
 
