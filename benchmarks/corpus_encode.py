@@ -9,7 +9,8 @@ model's forward passes they only shrink):
   (one actor, THREADS CPUs) and `--workers 2` (two actors, THREADS / 2 CPUs each: the same cores in all three); rows/s over the whole command
   (imports, model loading and, for Ray, cluster start included), with start-up (from the model loaded / the
   actor pool started), and after the first shard (steady state). Target: Ray at 1 worker within 15% of local.
-- memory: peak RSS (ru_maxrss) and peak anonymous RSS (sampled) of the local engine at two corpus sizes.
+- memory: peak RSS (ru_maxrss) and peak anonymous RSS (sampled) of the local engine at two corpus sizes (of
+  3-to-10-word documents, so that 100,000 rows take a minute or two).
   Target: flat, not growing with the corpus.
 - skip: the wall time of the same command once everything is finished (nothing to encode: no model is loaded).
 
@@ -35,6 +36,7 @@ from bench_corpus import BENCH_DIR, REPO
 from prepare_memory import anonymous_rss
 
 MIB = 2**20
+MEMORY_WORDS = (3, 10)  # shorter documents for the memory runs: what grows with the corpus is rows, not their length
 WORK = BENCH_DIR / "corpus_encode"
 
 
@@ -57,16 +59,17 @@ def tiny_model(folder: Path) -> Path:
     return folder
 
 
-def corpus(rows: int) -> Path:
-    """`rows` generated documents of 10 to 40 words, one per line; made once, then reused."""
+def corpus(rows: int, words: tuple[int, int] = (10, 40)) -> Path:
+    """`rows` generated documents of `words` (least, most) words, one per line; made once, then reused."""
     from conftest import CORPUS
 
-    path = WORK / f"docs-{rows}.txt"
+    path = WORK / f"docs-{rows}-{words[0]}-{words[1]}.txt"
     if path.exists():
         return path
-    words = " ".join(CORPUS).split()
+    vocabulary = " ".join(CORPUS).split()
     rng = random.Random(rows)
-    path.write_text("".join(" ".join(rng.choices(words, k=rng.randint(10, 40))) + "\n" for _ in range(rows)), encoding="utf-8")
+    lines = (" ".join(rng.choices(vocabulary, k=rng.randint(*words))) + "\n" for _ in range(rows))
+    path.write_text("".join(lines), encoding="utf-8")
     return path
 
 
@@ -128,13 +131,13 @@ def main() -> None:
     for rows in args.memory_rows:
         output = WORK / f"memory-{rows}"
         shutil.rmtree(output, ignore_errors=True)
-        run = results[f"local, {rows} rows"] = encode(corpus(rows), output, model, args.threads)
+        run = results[f"local, {rows} rows"] = encode(corpus(rows, MEMORY_WORDS), output, model, args.threads)
         print(f"local, {rows:>7,} rows: peak RSS {run['peak_rss_mib']:,.0f} MiB, peak anonymous {run['peak_anonymous_mib']:,.0f} MiB, "
               f"{run['rows_per_s']:,.0f} rows/s", flush=True)
     small, large = (results[f"local, {rows} rows"] for rows in args.memory_rows)
     print(f"peak RSS ratio {args.memory_rows[1]:,} / {args.memory_rows[0]:,} rows: {large['peak_rss_mib'] / small['peak_rss_mib']:.2f} "
           "(target: about 1)")
-    skip = results["skip"] = encode(corpus(args.memory_rows[1]), WORK / f"memory-{args.memory_rows[1]}", model, args.threads)
+    skip = results["skip"] = encode(corpus(args.memory_rows[1], MEMORY_WORDS), WORK / f"memory-{args.memory_rows[1]}", model, args.threads)
     print(f"re-run of the finished {args.memory_rows[1]:,}-row run: {skip['wall_s']:.1f} s (nothing encoded, no model loaded)")
     (WORK / "results.json").write_text(json.dumps(results, indent=2))
     print(f"results in {WORK / 'results.json'}")
