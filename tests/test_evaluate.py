@@ -180,6 +180,21 @@ def test_cli_report_cache_and_compare(tiny_model_dirs, tmp_path, capsys, monkeyp
     assert table[-1].startswith("| **average** |")
 
 
+def test_evaluate_resolves_each_model_once(tiny_model_dirs, tmp_path, monkeypatch):
+    """One resolution per model serves both the cache key and the load (`Bg2Vec.from_plan`)."""
+    import bg2vec.models.layouts as layouts
+
+    resolved, plan_of = [], layouts._plan
+    monkeypatch.setattr(layouts, "_plan", lambda reference, setting, depth: (
+        resolved.append(reference) if depth == 0 else None, plan_of(reference, setting, depth))[1])
+    models = [str(tiny_model_dirs["mistral"]), str(tiny_model_dirs["llama"])]
+    assert main(["evaluate", "--model", models[0], "--model", models[1], "--tasks", *tiny_tasks(tmp_path / "tasks"), "--no-cache",
+                 "--output-dir", str(tmp_path / "out")]) == 0
+    assert resolved == models
+    runs = json.loads((tmp_path / "out" / "evaluation.json").read_text())["runs"]
+    assert [run["model"] for run in runs] == models and all(len(run["tasks"]) == 2 for run in runs)
+
+
 def test_bad_evaluate_inputs_are_one_line(tiny_model_dirs, tmp_path, capsys):
     model = str(tiny_model_dirs["mistral"])
     broken = write_task(tmp_path / "broken", "pair_classification", [{"sentence1": "a", "sentence2": "b", "label": 1}])

@@ -103,14 +103,16 @@ def _run_encode(config: EncodeConfig, args: argparse.Namespace) -> None:
 
     check_paths(config.input, config.output, {"--model": config.model_name_or_path, "--adapter": config.adapter})
     started = time.time()
+    devices = config.devices()
+    placement = {"device_map": devices} if isinstance(devices, str) else {}  # one device: load the model there
     encoder = Bg2Vec.from_pretrained(
         config.model_name_or_path, config.adapter, merge_peft=config.merge_adapter, pooling_mode=config.pooling_mode,
-        max_length=config.max_length, torch_dtype=config.torch_dtype,
+        max_length=config.max_length, torch_dtype=config.torch_dtype, **placement,
     )
     try:
         rows = encode_file(
             encoder, config.input, config.output, batch_size=config.batch_size, chunk_size=config.chunk_size,
-            instruction=config.instruction, normalize_embeddings=config.normalize, device=config.devices(),
+            instruction=config.instruction, normalize_embeddings=config.normalize, device=devices,
             dim=config.dim, max_batch_tokens=config.max_batch_tokens,
         )
     finally:

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..encoding.pooling import pool
+from ..encoding.embedding import embed_features
 
 # --- the objective ------------------------------------------------------------------------------------------
 
@@ -322,11 +322,9 @@ class SimCSEModel(nn.Module):
         position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         # position_ids: given for left-padded batches built as the encoder builds them (supervised training)
-        hidden = self.decoder(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-        ).last_hidden_state  # (B, T, H)
-        pooled = pool(self.pooling_mode, hidden.float(), pooling_mask, input_ids, attention_mask, self.bos_token_id)
-        return pooled  # (B, H)
+        features = {"input_ids": input_ids, "attention_mask": attention_mask, "pooling_mask": pooling_mask,
+                    "position_ids": position_ids}  # (B, T) each
+        return embed_features(self.decoder, features, self.pooling_mode, self.bos_token_id)  # (B, H), as encode's
 
     def save_pretrained(self, output_dir: str | Path, state_dict: dict | None = None) -> None:
         """Write the SimCSE LoRA adapter (PEFT format); from `state_dict` (this model's keys) when the Trainer

@@ -468,9 +468,11 @@ def task_scorer(config: Any, tokenizer: Any, pooling_mode: str = "mean") -> Any:
 
     def score(decoder: nn.Module) -> dict[str, float]:
         was_training = decoder.training
-        encoder = Bg2VecMTEB(Bg2Vec(decoder, encoder_tokenizer, EncoderSettings(pooling_mode=pooling_mode)), use_instructions=False)
-        scores = {task.name: score_task(encoder, task, config.per_device_eval_batch_size).main_score for task in tasks}
-        decoder.train(was_training)
-        return scores
+        decoder.eval()  # the trainer owns its model's mode: the encoder refuses a model in training mode
+        try:
+            encoder = Bg2VecMTEB(Bg2Vec(decoder, encoder_tokenizer, EncoderSettings(pooling_mode=pooling_mode)), use_instructions=False)
+            return {task.name: score_task(encoder, task, config.per_device_eval_batch_size).main_score for task in tasks}
+        finally:
+            decoder.train(was_training)
 
     return score
