@@ -18,8 +18,6 @@ class EncodeJob:
     """A resolved model and how to encode with it; shipped as is to processes and Ray actors."""
 
     plan: ModelPlan
-    model: str  # as the user gave it
-    adapter: str | None
     pooling_mode: str | None  # None: as saved
     max_length: int | None  # None: as saved
     torch_dtype: str
@@ -30,10 +28,8 @@ class EncodeJob:
     max_batch_tokens: int | None
 
     def load(self) -> Bg2Vec:
-        """The encoder, loaded once per worker."""
-        return Bg2Vec.from_pretrained(
-            self.model, self.adapter, pooling_mode=self.pooling_mode, max_length=self.max_length, torch_dtype=self.torch_dtype,
-        )
+        """The encoder, loaded once per worker from the plan resolved once by the driver."""
+        return Bg2Vec.from_plan(self.plan, pooling_mode=self.pooling_mode, max_length=self.max_length, torch_dtype=self.torch_dtype)
 
 
 def sentences_of(batch: RowBatch, instruction: str | None) -> list[Any]:
@@ -44,8 +40,9 @@ def sentences_of(batch: RowBatch, instruction: str | None) -> list[Any]:
 
 def embed_rows(encoder: Bg2Vec, job: EncodeJob, sentences: list[Any], device: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """((N, D) float32 embeddings, (N,) tokens the model saw per row) for `sentences`, in their order, in
-    length-sorted batches under the job's row cap and token budget."""
-    tokens = np.array([len(item.input_ids) for item in encoder._inputs(sentences)], dtype=np.int64)  # (N,)
+    length-sorted batches under the job's row cap and token budget; `device`: None (where the model is) or a
+    list of devices (a worker process each)."""
+    tokens = np.array(encoder.count_tokens(sentences), dtype=np.int64)  # (N,)
     embeddings = encoder.encode(
         sentences, batch_size=job.batch_size, max_batch_tokens=job.max_batch_tokens, show_progress_bar=False,
         normalize_embeddings=job.normalize, dim=job.dim, device=device,

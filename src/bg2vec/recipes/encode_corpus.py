@@ -96,9 +96,8 @@ def encode_corpus(config: EncodeCorpusConfig, stream: TextIO | None = None) -> C
     if pending:
         from ..corpus.job import EncodeJob  # torch and the encoder: only when there is something to encode
 
-        job = EncodeJob(plan, config.model_name_or_path, config.adapter, config.pooling_mode, config.max_length,
-                        config.torch_dtype, config.instruction, config.dim, config.normalize, config.batch_size,
-                        config.max_batch_tokens)
+        job = EncodeJob(plan, config.pooling_mode, config.max_length, config.torch_dtype, config.instruction, config.dim,
+                        config.normalize, config.batch_size, config.max_batch_tokens)
         writer = ShardWriter(manifest)
         if config.engine == "ray":
             from ..corpus.ray_engine import RayPool, run_ray
@@ -186,11 +185,9 @@ def _provenance(config: EncodeCorpusConfig, plan: ModelPlan, settings: dict[str,
     instruction, dims, dtype and normalization, and the bg2vec version (without loading the model)."""
     from transformers import AutoConfig
 
-    from ..encoding.encoder import EncoderSettings
+    from ..encoding.encoder import settings_for
 
-    saved = {k: v for k, v in plan.settings.items() if k != "bidirectional"}
-    explicit = {"pooling_mode": config.pooling_mode, "max_length": config.max_length}
-    encoder = EncoderSettings(**{**saved, **{k: v for k, v in explicit.items() if v is not None}})
+    encoder = settings_for(plan, config.pooling_mode, config.max_length)
     hidden = AutoConfig.from_pretrained(plan.weights).hidden_size
     dims = config.dim or hidden
     if dims > hidden:
