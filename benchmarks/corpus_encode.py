@@ -8,7 +8,7 @@ model's forward passes they only shrink):
 - throughput (shards of 500 rows): the same corpus through `--engine local` (THREADS torch threads), `--engine ray --workers 1`
   (one actor, THREADS CPUs) and `--workers 2` (two actors, THREADS / 2 CPUs each: the same cores in all three); rows/s over the whole command
   (imports, model loading and, for Ray, cluster start included), with start-up (from the model loaded / the
-  actor pool started), and after the first shard (steady state). Target: Ray at 1 worker within 15% of local.
+  actor pool started), and after the first batch (steady state). Target: Ray at 1 worker within 15% of local.
 - memory: peak RSS (ru_maxrss) and peak anonymous RSS (sampled) of the local engine at two corpus sizes (of
   3-to-10-word documents, so that 100,000 rows take a minute or two).
   Target: flat, not growing with the corpus.
@@ -93,7 +93,7 @@ def encode(source: Path, output: Path, model: Path, threads: int, *extra: str, s
     out, err = child.stdout.read(), child.stderr.read()
     if child.returncode != 0:
         sys.exit(f"{' '.join(command)} failed:\n{err[-3000:]}")
-    match = re.search(r"encoded ([\d,]+) rows .* in ([\d.]+) s \(([\d,]+) rows/s(?:, ([\d,]+) rows/s after the first shard)?", out)
+    match = re.search(r"encoded ([\d,]+) rows .* in ([\d.]+) s \(([\d,]+) rows/s(?:, ([\d,]+) rows/s after the first batch)?", out)
     rows, encoding_seconds = int(match.group(1).replace(",", "")), float(match.group(2))
     steady = float(match.group(4).replace(",", "")) if match.group(4) else None
     return {"wall_s": seconds, "rows": rows, "encode_s": encoding_seconds, "steady_rows_per_s": steady,
@@ -121,7 +121,7 @@ def main() -> None:
         shutil.rmtree(output, ignore_errors=True)
         results[name] = encode(source, output, model, args.threads, *extra, shard_rows=500)
         run = results[name]
-        print(f"{name:<16} {run['steady_rows_per_s'] or 0:8,.0f} rows/s after the first shard | {run['rows_per_s']:8,.0f} rows/s "
+        print(f"{name:<16} {run['steady_rows_per_s'] or 0:8,.0f} rows/s after the first batch | {run['rows_per_s']:8,.0f} rows/s "
               f"with start-up | {run['rows_per_s_wall']:8,.0f} rows/s whole command ({run['wall_s']:.1f} s)", flush=True)
     for name in ("ray, 1 worker", "ray, 2 workers"):
         overhead = results["local"]["steady_rows_per_s"] / results[name]["steady_rows_per_s"] - 1

@@ -22,7 +22,7 @@ class Progress:
     rows: int = 0
     tokens: int = 0
     started: float = field(default_factory=time.perf_counter)
-    first_shard: tuple[float, int] | None = None  # (when, rows by then): rates after it leave start-up out
+    first_result: tuple[float, int] | None = None  # (when, rows by then): rates after it leave start-up out
     _last: float = 0.0
 
     def start(self) -> None:
@@ -32,12 +32,12 @@ class Progress:
     def add(self, rows: int, tokens: int) -> None:
         self.rows += rows
         self.tokens += tokens
+        if self.first_result is None:
+            self.first_result = (time.perf_counter(), self.rows)
 
     def shard_finished(self) -> None:
         self.shards_done += 1
         now = time.perf_counter()
-        if self.first_shard is None:
-            self.first_shard = (now, self.rows)
         if now - self._last >= REPORT_SECONDS or self.shards_done == self.shards_total or now - self.started < REPORT_SECONDS:
             self._last = now
             print(self.line(), file=self.stream, flush=True)
@@ -47,10 +47,11 @@ class Progress:
         return time.perf_counter() - self.started
 
     def steady_rate(self) -> float | None:
-        """Rows/s from the first finished shard on (model loading and warm-up left out); None before a second."""
-        if self.first_shard is None or self.rows == self.first_shard[1]:
+        """Rows/s after the first embedded batch (model loading, actor start-up and warm-up left out); None
+        before a second batch."""
+        if self.first_result is None or self.rows == self.first_result[1]:
             return None
-        return (self.rows - self.first_shard[1]) / max(time.perf_counter() - self.first_shard[0], 1e-9)
+        return (self.rows - self.first_result[1]) / max(time.perf_counter() - self.first_result[0], 1e-9)
 
     def line(self) -> str:
         seconds = max(self.seconds, 1e-9)

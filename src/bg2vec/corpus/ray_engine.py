@@ -27,7 +27,7 @@ from .shards import ShardWriter
 from .sources import Columns, InputFile, RowBatch, stored_ids
 
 INSTALL_COMMAND = "pip install 'bg2vec[ray]'"
-ROWS_PER_CALL = 1024  # rows an actor embeds per call (sorted by length and cut by the token budget inside)
+ROWS_PER_CALL = 256  # rows an actor embeds per call (sorted by length and cut by the token budget inside)
 CONNECT_SECONDS = 5.0
 
 

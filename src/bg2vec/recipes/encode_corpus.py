@@ -44,11 +44,11 @@ class CorpusSummary:
     rows_total: int
     seconds: float  # the whole run: checks, reading, model loading, encoding
     encode_seconds: float  # from the model loaded (local) or the actor pool starting (Ray) to the last shard
-    steady_rows_per_s: float | None  # after the first shard: start-up left out
+    steady_rows_per_s: float | None  # after the first batch: start-up left out
 
     def line(self) -> str:
         rate = self.rows / self.encode_seconds if self.encode_seconds > 0 else 0.0
-        steady = f", {self.steady_rows_per_s:,.0f} rows/s after the first shard" if self.steady_rows_per_s else ""
+        steady = f", {self.steady_rows_per_s:,.0f} rows/s after the first batch" if self.steady_rows_per_s else ""
         skipped = f", {self.shards_skipped} finished earlier and skipped" if self.shards_skipped else ""
         return (f"encoded {self.rows:,} rows ({self.tokens:,} tokens) into {self.shards_written} shards{skipped} in "
                 f"{self.encode_seconds:.1f} s ({rate:,.0f} rows/s{steady}); took {self.seconds:.1f} s in all; "
