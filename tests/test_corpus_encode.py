@@ -160,7 +160,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(model, tmp_path, capsys
         "no text column": "text_column='body'", "duplicate id": "duplicate id 'x2' in id_column 'id': at row 3 of",
         "non-UTF-8": "invalid UTF-8 at byte 6", "output inside input": "lies inside", "input inside output": "contains",
         "id column in text": "id_column='id' is not valid", "ray address": "ray_address='127.0.0.1:9'",
-        "ray missing": "pip install 'bg2vec[ray]'",
+        "ray missing": "pip install 'bg2vec-toolkit[ray]'",
     }[case]
     if case == "no text column":
         extra = ["--text-column", "body"]

@@ -15,7 +15,7 @@ from bg2vec.cli import main
 
 from conftest import CORPUS
 
-ray = pytest.importorskip("ray")  # `make test` installs it (the bg2vec[ray] extra)
+ray = pytest.importorskip("ray")  # `make test` installs it (the bg2vec-toolkit[ray] extra)
 
 OBJECT_STORE_BYTES = 80 * 1024**2
 

@@ -26,7 +26,7 @@ from .progress import Progress
 from .shards import ShardWriter
 from .sources import Columns, InputFile, RowBatch, stored_ids
 
-INSTALL_COMMAND = "pip install 'bg2vec[ray]'"
+INSTALL_COMMAND = "pip install 'bg2vec-toolkit[ray]'"
 ROWS_PER_CALL = 256  # rows an actor embeds per call (sorted by length and cut by the token budget inside)
 CONNECT_SECONDS = 5.0
 
@@ -37,7 +37,7 @@ def check_ray(address: str | None) -> str | None:
         import ray  # noqa: F401
         import ray.data  # noqa: F401
     except ImportError:
-        raise ConfigError("engine", "ray", "an installed Ray (the bg2vec[ray] extra)", fix=f"run: {INSTALL_COMMAND}") from None
+        raise ConfigError("engine", "ray", "an installed Ray (the bg2vec-toolkit[ray] extra)", fix=f"run: {INSTALL_COMMAND}") from None
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address and address != "auto":
         host, _, port = address.removeprefix("ray://").rpartition(":")
