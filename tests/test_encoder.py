@@ -12,7 +12,7 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, Mistral
 
 from bg2vec import Bg2Vec
 from bg2vec.errors import ConfigError
-from bg2vec.recipes.trainer import add_lora
+from bg2vec.models.lora import add_lora
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",

@@ -34,7 +34,7 @@ def _train(run: Callable, config: Any, args: argparse.Namespace, final_line: Cal
            after: Callable[[Any], str | None] = lambda result: None) -> None:
     """Run a training recipe and print its summary once (on the main process): the table, the final
     evaluation (`final_line`), anything `after` adds, what was saved and how long it took."""
-    from .recipes.trainer import is_main_process
+    from .processes import is_main_process
 
     started = time.time()
     result = run(config, resume=args.resume)

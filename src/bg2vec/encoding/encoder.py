@@ -70,6 +70,13 @@ class EncoderSettings:
         if self.matryoshka_dims is not None:
             check_dims(self.matryoshka_dims)
 
+    def within(self, positions: int | None) -> EncoderSettings:
+        """These settings with max_length (and doc_max_length) capped at a model's `positions`
+        (max_position_embeddings; None: no limit). Loading and in-training scoring both cap this way."""
+        if positions is None or self.max_length <= positions:
+            return self
+        return replace(self, max_length=positions, doc_max_length=min(self.doc_max_length, positions))
+
 
 def settings_for(plan: ModelPlan, pooling_mode: str | None = None, max_length: int | None = None,
                  doc_max_length: int | None = None, skip_instruction: bool | None = None) -> EncoderSettings:
@@ -163,12 +170,12 @@ class Bg2Vec(nn.Module):
         attn_implementation = model_kwargs.pop("attn_implementation", None)
         decoder = load_model(plan, merge_peft, bidirectional, False, dtype, attn_implementation, **model_kwargs)
         positions = getattr(decoder.config, "max_position_embeddings", None)
-        if positions is not None and settings.max_length > positions:
+        if settings.within(positions) != settings:
             warnings.warn(
                 f"max_length={settings.max_length} is more than the model's {positions} positions "
                 f"(max_position_embeddings); encoding with max_length={positions}", stacklevel=3,
             )
-            settings = replace(settings, max_length=positions, doc_max_length=min(settings.doc_max_length, positions))
+            settings = settings.within(positions)
         if "device_map" not in model_kwargs and torch.cuda.is_available():
             decoder.to("cuda")
         tokenizer = with_encoder_padding(load_tokenizer(plan), owned=True)  # loaded here: no copy needed
