@@ -187,8 +187,10 @@ def _provenance(config: EncodeCorpusConfig, plan: ModelPlan, settings: dict[str,
 
     from ..encoding.encoder import settings_for
 
-    encoder = settings_for(plan, config.pooling_mode, config.max_length)
-    hidden = AutoConfig.from_pretrained(plan.weights).hidden_size
+    model_config = AutoConfig.from_pretrained(plan.weights)
+    encoder = settings_for(plan, config.pooling_mode, config.max_length).within(
+        getattr(model_config, "max_position_embeddings", None))  # as from_plan will load it
+    hidden = model_config.hidden_size
     dims = config.dim or hidden
     if dims > hidden:
         raise ConfigError("dim", config.dim, f"a whole number from 1 to the model's embedding size {hidden}")
