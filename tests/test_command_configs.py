@@ -9,16 +9,17 @@ import sys
 import pytest
 
 from bg2vec import cli
-from bg2vec.config import EncodeConfig, EvaluateConfig, MergeConfig, MineNegativesConfig, PrepareConfig
+from bg2vec.config import EncodeConfig, EvaluateConfig, MineNegativesConfig, MergeConfig, PrepareConfig, ServeConfig
 
 GENERATED = {"encode": EncodeConfig, "mine-negatives": MineNegativesConfig, "evaluate": EvaluateConfig, "prepare": PrepareConfig,
-             "merge": MergeConfig}
+             "serve": ServeConfig, "merge": MergeConfig}
 REQUIRED = {
     "encode": ["--model", "m", "--input", "a.txt", "--output", "b.npy"],
     "mine-negatives": ["--model", "m", "--input", "a.jsonl", "--output", "b.jsonl"],
     "evaluate": ["--model", "m", "--tasks", "t", "--output-dir", "out"],
     "prepare": ["a.txt", "--model", "m", "--output", "out"],
     "merge": ["--model", "m", "--adapters", "a", "b", "--output", "out"],
+    "serve": ["--model", "m"],
 }
 
 

@@ -4,12 +4,14 @@ Every default lives here. Presets in `configs/`, config files and command-line f
 generates the flags of most commands from these fields. Importing this package loads neither torch nor the encoder.
 
     training.py   TrainingSettings, DataSettings, MatryoshkaSettings; MNTPConfig, SimCSEConfig, SupervisedConfig
-    prepare.py    PrepareConfig          encode.py   EncodeConfig
-    mining.py     MineNegativesConfig    evaluate.py EvaluateConfig    merge.py MergeConfig
+    prepare.py    PrepareConfig          encode.py   EncodeConfig        corpus.py   EncodeCorpusConfig
+    mining.py     MineNegativesConfig    evaluate.py EvaluateConfig
+    serve.py      ServeConfig            merge.py    MergeConfig
     loading.py    JSON files and `--key value` strings → a config (types checked, unknown keys named)
     fields.py     `setting(help, default)` and the checks every config uses
 """
 
+from .corpus import EncodeCorpusConfig
 from .encode import EncodeConfig
 from .evaluate import EvaluateConfig
 from .fields import TORCH_DTYPES, setting
@@ -17,12 +19,14 @@ from .loading import CONFIG_FORMAT_VERSION, KEY_ALIASES, config_from_dict, confi
 from .merge import MergeConfig
 from .mining import MineNegativesConfig
 from .prepare import PrepareConfig
+from .serve import ServeConfig
 from .training import DataSettings, MatryoshkaSettings, MNTPConfig, SimCSEConfig, SupervisedConfig, TrainingSettings
 
 __all__ = [
     "CONFIG_FORMAT_VERSION",
     "DataSettings",
     "EncodeConfig",
+    "EncodeCorpusConfig",
     "EvaluateConfig",
     "KEY_ALIASES",
     "MNTPConfig",
@@ -30,6 +34,7 @@ __all__ = [
     "MergeConfig",
     "MineNegativesConfig",
     "PrepareConfig",
+    "ServeConfig",
     "SimCSEConfig",
     "SupervisedConfig",
     "TORCH_DTYPES",
