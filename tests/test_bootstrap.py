@@ -99,3 +99,14 @@ def test_cli_writes_intervals_to_json_table_and_compare(tiny_model_dirs, tmp_pat
     assert main(["evaluate", "--compare", str(tmp_path / "mistral"), str(tmp_path / "llama"), "--output-dir", str(tmp_path / "both")]) == 0
     text = (tmp_path / "both" / "evaluation.md").read_text()
     assert "Difference from mistral" in text and "| tiny-triples | " in text.split("Difference from")[1]
+
+
+def test_texts_the_evaluator_skipped_are_encoded_for_the_items(tiny_encoder, tmp_path):
+    """MTEB's classification may subsample train rows: the stand-in classifier still sees every train text."""
+    from bg2vec.evaluation.runner import _Recording
+
+    model = designed(tiny_encoder, {"a": [1.0, 0.0], "b": [0.0, 1.0]})
+    with _Recording(model) as seen:
+        model.encode([{"text": ["a"]}], task_metadata=None, hf_split="test", hf_subset="default")
+        vectors = seen.vectors(["a", "b"], "query")
+    np.testing.assert_array_equal(vectors, [[1.0, 0.0], [0.0, 1.0]])
