@@ -112,7 +112,7 @@ def export_model(
             write_server_folder(encoder, work, target)
             (work / "README.md").write_text(server_card(encoder, target, table), encoding="utf-8")
             files = ["config.json", "model.safetensors", "1_Pooling/config.json"]
-            runtime = {"config.json": runtime_flags(encoder.model.config.model_type), "status": "written, not yet run"}
+            runtime = {"config.json": runtime_flags(encoder.model.config), "status": "written, not yet run"}
             pooled = True
             notes.append(f"{target} pools every token, BOS and instructions included; written, not yet run (needs a GPU)")
         if pooled and encoder.settings.skip_instruction:

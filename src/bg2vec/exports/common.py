@@ -78,11 +78,17 @@ def save_hf_folder(encoder: Bg2Vec, path: Path, flags: dict[str, Any]) -> None:
     write_json(path / "bg2vec_config.json", encoder.description())
 
 
-def runtime_flags(model_type: str) -> dict[str, Any]:
-    """The config.json keys that make transformers, sentence-transformers and TEI attend both ways."""
+def runtime_flags(config: Any) -> dict[str, Any]:
+    """The config.json keys that make transformers, sentence-transformers and TEI attend both ways.
+
+    Gemma 3 reads `use_bidirectional_attention` as EmbeddingGemma's switch: on load transformers turns a saved
+    window S into S // 2 + 1 (`configuration_gemma3.py`), so bg2vec's window W (|i - j| <= W) is saved as
+    2 (W - 1), which loads back as W."""
     flags: dict[str, Any] = {"is_causal": False}
-    if model_type in BIDIRECTIONAL_SWITCH_FAMILIES:
+    if config.model_type in BIDIRECTIONAL_SWITCH_FAMILIES:
         flags["use_bidirectional_attention"] = True
+    if config.model_type in ("gemma3_text", "gemma3") and getattr(config, "sliding_window", None):
+        flags["sliding_window"] = 2 * (config.sliding_window - 1)
     return flags
 
 

@@ -41,7 +41,7 @@ def check_server(encoder: Bg2Vec, target: str) -> None:
 def write_server_folder(encoder: Bg2Vec, path: Path, target: str) -> None:
     """The merged model with the switches and pooling `target` reads."""
     model_type = encoder.model.config.model_type
-    flags: dict[str, Any] = runtime_flags(model_type)
+    flags: dict[str, Any] = runtime_flags(encoder.model.config)
     if target == "vllm":
         flags["architectures"] = [VLLM_ARCHITECTURES[model_type]]
         flags["pooling"] = VLLM_POOLING[encoder.settings.pooling_mode]
