@@ -7,7 +7,7 @@ dims, Hugging Face's pairs halves), and Gemma's RMSNorm (`1 + weight`). Gemma 3 
 `gemma-embedding` architecture, whose sliding window is symmetric as in transformers' bidirectional one:
 transformers attends |i - j| <= W, llama.cpp |i - j| <= n_swa / 2, so n_swa = 2W.
 
-The tokenizer goes in as llama.cpp's `gpt2` (byte-level BPE with GPT-2's pre-tokenizer) or `llama`
+The tokenizer goes in as llama.cpp's `gpt2` (byte-level BPE with GPT-2's or Qwen2's pre-tokenizer) or `llama`
 (SentencePiece: a Unigram tokenizer.json, or a BPE one with byte fallback); any other is refused.
 
 Pooling: llama.cpp's MEAN averages every token of the input, BOS and instruction included. bg2vec's default
@@ -76,7 +76,7 @@ def check_gguf(encoder: Bg2Vec, kinds: list[str]) -> None:
         if getattr(config, "query_pre_attn_scalar", head_dim) != head_dim:
             raise ConfigError("query_pre_attn_scalar", config.query_pre_attn_scalar, f"the head dim {head_dim}",
                               fix="llama.cpp scales Gemma 3 attention by 1/sqrt(head_dim); use --to onnx")
-    tokenizer_metadata(encoder.tokenizer)  # raises for a tokenizer GGUF cannot hold
+    tokenizer_metadata(encoder.tokenizer, _vocab_rows(encoder))  # raises for a tokenizer GGUF cannot hold
 
 
 def write_gguf(encoder: Bg2Vec, path: Path, kinds: list[str]) -> list[str]:
@@ -87,7 +87,7 @@ def write_gguf(encoder: Bg2Vec, path: Path, kinds: list[str]) -> list[str]:
     family = GGUF_FAMILIES[config.model_type]
     arch = gguf.MODEL_ARCH[family.arch]
     tensors = _gguf_tensors(encoder, family, arch)
-    tokenizer = tokenizer_metadata(encoder.tokenizer)
+    tokenizer = tokenizer_metadata(encoder.tokenizer, _vocab_rows(encoder))
     names = []
     for kind in kinds:
         name = gguf_file_name(encoder, kind)
@@ -119,7 +119,7 @@ def _write_hparams(writer: Any, encoder: Bg2Vec, family: GgufFamily, kind: str) 
     writer.add_key_length(head_dim)
     writer.add_value_length(head_dim)
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
-    writer.add_vocab_size(encoder.model.get_input_embeddings().weight.shape[0])
+    writer.add_vocab_size(_vocab_rows(encoder))
     rope = _rope_thetas(config)
     writer.add_rope_freq_base(rope.get("full_attention", rope.get("default", 10_000.0)))
     if family.arch == "LLAMA":
@@ -133,6 +133,10 @@ def _write_hparams(writer: Any, encoder: Bg2Vec, family: GgufFamily, kind: str) 
     writer.add_pooling_type(gguf.PoolingType[GGUF_POOLING[encoder.settings.pooling_mode]])
     file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}
     writer.add_file_type(file_type[kind])
+
+
+def _vocab_rows(encoder: Bg2Vec) -> int:
+    return encoder.model.get_input_embeddings().weight.shape[0]
 
 
 def _rope_thetas(config: Any) -> dict[str, float]:
@@ -191,24 +195,26 @@ def _add_tensor(writer: Any, name: str, data: np.ndarray, kind: str) -> None:
 
 # --- tokenizer --------------------------------------------------------------------------------------------
 
-def tokenizer_metadata(tokenizer: Any) -> dict[str, Any]:
-    """The tokenizer as llama.cpp's `gpt2` or `llama` vocabulary, or ConfigError naming what it cannot hold."""
+def tokenizer_metadata(tokenizer: Any, vocab_size: int) -> dict[str, Any]:
+    """The tokenizer as llama.cpp's `gpt2` or `llama` vocabulary of `vocab_size` entries (the embedding's rows:
+    a token past them cannot be embedded anyway), or ConfigError naming what it cannot hold."""
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
     model = spec["model"]
-    vocab_size = len(tokenizer)
     added = {token["id"]: token for token in spec.get("added_tokens", [])}
     special_ids = {i for i, token in added.items() if token.get("special")}
     tokens, types, scores = [], [], []
-    if model["type"] == "BPE" and _is_gpt2_byte_level(spec):
+    pre = _byte_level_pre(spec) if model["type"] == "BPE" else None
+    if pre is not None:
         by_id = {i: t for t, i in model["vocab"].items()}
         by_id.update({i: token["content"] for i, token in added.items()})
         for i in range(vocab_size):
             tokens.append(by_id.get(i, f"[PAD{i}]"))
             types.append(3 if i in special_ids else 4 if i in added else 1 if i in by_id else 5)  # control, user, normal, unused
         merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
-        meta = {"model": "gpt2", "pre": "gpt-2", "merges": merges}
+        meta = {"model": "gpt2", "pre": pre, "merges": merges}
     elif model["type"] == "Unigram":
-        for i, (piece, score) in enumerate(model["vocab"][:vocab_size]):
+        pieces = model["vocab"][:vocab_size] + [[f"[PAD{i}]", -1e9] for i in range(len(model["vocab"]), vocab_size)]
+        for i, (piece, score) in enumerate(pieces):
             tokens.append(piece)
             scores.append(float(score))
             types.append(3 if i in special_ids else 4 if i in added else 6 if piece.startswith("<0x") else 1)
@@ -231,10 +237,24 @@ def tokenizer_metadata(tokenizer: Any) -> dict[str, Any]:
     return meta
 
 
-def _is_gpt2_byte_level(spec: dict[str, Any]) -> bool:
-    """A lone ByteLevel pre-tokenizer with its (GPT-2) regex: llama.cpp's `gpt-2` pre-tokenizer."""
+# Byte-level pre-tokenizer regexes (as in tokenizer.json) → llama.cpp's name for the same split.
+PRE_TOKENIZERS = {
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+": "qwen2",
+}
+
+
+def _byte_level_pre(spec: dict[str, Any]) -> str | None:
+    """llama.cpp's pre-tokenizer name for a byte-level BPE tokenizer.json: a lone ByteLevel with its own (GPT-2)
+    regex is `gpt-2`; a Split by a regex of PRE_TOKENIZERS, then ByteLevel without regex, is that row."""
     pre = spec.get("pre_tokenizer") or {}
-    return pre.get("type") == "ByteLevel" and pre.get("use_regex", True) and not spec.get("normalizer")
+    normalizer = (spec.get("normalizer") or {}).get("type")
+    if pre.get("type") == "ByteLevel" and pre.get("use_regex", True) and normalizer is None:
+        return "gpt-2"
+    parts = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else []
+    if len(parts) == 2 and parts[0].get("type") == "Split" and parts[1].get("type") == "ByteLevel" \
+            and not parts[1].get("use_regex", True) and normalizer in (None, "NFC"):
+        return PRE_TOKENIZERS.get(parts[0].get("pattern", {}).get("Regex"))
+    return None
 
 
 def _write_tokenizer(writer: Any, meta: dict[str, Any]) -> None:
