@@ -29,7 +29,7 @@ def run_llama_cpp(file, texts: list[str], token_vectors: bool = False) -> list[n
 
 def bg2vec_vectors_from_llama_cpp(encoder: Bg2Vec, file, sentences: list) -> np.ndarray:
     """bg2vec's pooling (the text's own tokens only) applied to llama.cpp's token vectors of the joined input."""
-    inputs = encoder._inputs(sentences)
+    inputs = encoder.build_inputs(sentences)
     llm = Llama(str(file), embedding=True, pooling_type=LLAMA_POOLING_TYPE_NONE, n_ctx=1024, n_batch=1024,
                 n_ubatch=1024, n_threads=2, verbose=False)
     for item, text in zip(inputs, joined(sentences)):

@@ -83,7 +83,7 @@ def test_onnx_fp32_parity_int8_figure_and_encoder_api(encoders, onnx_folder):
     onnx = load_encoder(str(onnx_folder), backend="onnx")
     assert cosines(onnx.encode(PARITY_SET, batch_size=len(PARITY_SET)), expected).min() >= 0.999
     assert cosines(np.concatenate([onnx.encode([s]) for s in PARITY_SET]), expected).min() >= 0.999
-    assert onnx.count_tokens(PARITY_SET) == [len(i.input_ids) for i in encoder._inputs(PARITY_SET)]
+    assert onnx.count_tokens(PARITY_SET) == [len(i.input_ids) for i in encoder.build_inputs(PARITY_SET)]
     order = onnx.embed_inputs(onnx.build_inputs(PARITY_SET[::-1]), batch_size=3)  # (N, H) tensor, input order
     assert isinstance(order, torch.Tensor) and cosines(order.numpy()[::-1], expected).min() >= 0.999
     int8 = cosines(load_encoder(str(onnx_folder), backend="onnx", variant="int8").encode(PARITY_SET), expected)

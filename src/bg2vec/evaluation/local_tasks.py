@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.text_files import read_json_lines
 from ..errors import ConfigError, DataError
 
 TASK_FILE = "task.json"
@@ -118,18 +119,11 @@ def _read_rows(path: Path, fields: tuple[str, ...]) -> list[dict[str, Any]]:
     if not path.is_file():
         raise DataError(f"{path} is missing: the task's type needs it")
     rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{number} is not JSON ({exc.msg})") from None
-            missing = [name for name in fields if name not in row]
-            if not isinstance(row, dict) or missing:
-                raise DataError(f"{path}:{number} lacks {', '.join(missing) or 'an object'}; rows need {', '.join(fields)}")
-            rows.append(row)
+    for number, row in read_json_lines(path):
+        missing = [name for name in fields if not isinstance(row, dict) or name not in row]
+        if missing:
+            raise DataError(f"{path}:{number} lacks {', '.join(missing)}; rows need {', '.join(fields)}")
+        rows.append(row)
     if not rows:
         raise DataError(f"{path} holds no rows")
     return rows

@@ -16,7 +16,7 @@ import torch
 
 from ..encoding.batching import plan_batches
 from ..encoding.encoder import EncoderSettings
-from ..encoding.inputs import InputBuilder, ModelInput, chat_format_for, collate, eos_text_for
+from ..encoding.inputs import InputBuilder, ModelInput, chat_format_for, collate, eos_text_for, with_encoder_padding
 from ..errors import ConfigError
 from .common import EXPORT_RECORD
 from .onnx import FP32_FILE, INPUT_NAMES, INT8_FILE
@@ -50,14 +50,14 @@ class OnnxEncoder:
         self.name_or_path = str(folder)
         self.variant = variant
         self.dimension = int(record["embedding_dimension"])
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.tokenizer.pad_token = self.tokenizer.eos_token  # masked; any known token
+        self.tokenizer = with_encoder_padding(AutoTokenizer.from_pretrained(folder), owned=True)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
         self.session = ort.InferenceSession(str(folder / VARIANTS[variant]), options, providers=["CPUExecutionProvider"])
         eos_text = None
         if self.settings.pooling_mode == "eos_token":
-            eos_text = eos_text_for(saved.get("model_type", ""), self.tokenizer, len(self.tokenizer))
+            model_type = json.loads((folder / "config.json").read_text(encoding="utf-8"))["model_type"]
+            eos_text = eos_text_for(model_type, self.tokenizer, len(self.tokenizer))
         chat = chat_format_for([saved.get("base_model_name_or_path")])
         self._builder = InputBuilder(self.tokenizer, self.settings.max_length, self.settings.doc_max_length, eos_text, chat)
 

@@ -8,47 +8,33 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
-from transformers import set_seed
+from transformers import PretrainedConfig, set_seed
 
-from .._version import __version__
 from ..models.adapters import portable_adapter_config
 from ..models.portable_files import portable_model_config
-from ..models.backbone import check_causal_lm, load_model, load_tokenizer, position_limit, training_device
+from ..models.backbone import check_causal_lm, load_model, load_tokenizer, position_limit, read_model_config
+from ..models.lora import add_lora, trainable_parameters_line
+from ..models.saved_outputs import describe, write_description
+from ..models.training_memory import apply_liger_kernels, enable_checkpointing
 from ..models.layouts import (
-    BG2VEC_CONFIG_FILE, ModelPlan, portable_reference, recorded_language, resolve_model,
+    ModelPlan, portable_reference, recorded_language, resolve_model,
 )
 from ..config import MNTPConfig, config_to_dict
 from ..data.blocks import mntp_datasets
 from ..objectives.masking import MaskingEpoch, MaskToken, MNTPCollator, prepare_tokenizer
 from ..objectives.mntp import MNTPModel, masked_token_accuracy
 from ..paths import check_apart, clear_output_dir
+from ..processes import main_process_first, quiet_unless_main, training_device
 from .reporting import TrainingResult
-from .trainer import (
-    text_source,
-    AdapterTrainer,
-    start_run,
-    add_lora,
-    build_training_arguments,
-    cap_sequence_length,
-    apply_liger_kernels,
-    enable_checkpointing,
-    final_evaluation,
-    finish_run,
-    input_paths,
-    main_process_first,
-    quiet_unless_main,
-    task_columns,
-    task_scorer,
-    train,
-    trainable_parameters_line,
-)
+from .arguments import build_training_arguments, text_source
+from .eval_tasks import task_columns, task_scorer
+from .run import cap_sequence_length, final_evaluation, finish_run, input_paths, start_run, train
+from .trainer import AdapterTrainer
 
 PLOT_FILE = "mntp_curves.png"
 TABLE_COLUMNS = {"Accuracy": "eval_accuracy"}
@@ -56,7 +42,9 @@ TABLE_COLUMNS = {"Accuracy": "eval_accuracy"}
 
 
 
-def build_mntp_model(config: MNTPConfig, plan: ModelPlan, tokenizer) -> MNTPModel:
+def build_mntp_model(
+    config: MNTPConfig, plan: ModelPlan, tokenizer, model_config: PretrainedConfig | None = None
+) -> MNTPModel:
     """Base model (any adapters of its chain merged; grown if the tokenizer gained a mask token) →
     bidirectional decoder with LoRA + LM head (frozen unless train_lm_head)."""
     model = load_model(
@@ -66,6 +54,7 @@ def build_mntp_model(config: MNTPConfig, plan: ModelPlan, tokenizer) -> MNTPMode
         torch_dtype=config.torch_dtype,
         attn_implementation=config.attn_implementation,
         device=training_device(),
+        model_config=model_config,
         **_hub_kwargs(config),
     )
     if config.liger_kernel:
@@ -107,15 +96,17 @@ def run_mntp(config: MNTPConfig, resume: str | bool | None = None, log=print) ->
     checkpoint, callbacks = start_run(config, resume, log)
     set_seed(config.seed)
 
-    plan = check_causal_lm(resolve_model(config.model_name_or_path), config.cache_dir, config.trust_remote_code)
+    plan = resolve_model(config.model_name_or_path)
+    model_config = read_model_config(plan, config.cache_dir, config.trust_remote_code)  # the run's one read
+    check_causal_lm(model_config, plan.reference)
     check_apart(config.output_dir, "output_dir", input_paths(config, plan))
-    config = cap_sequence_length(config, position_limit(plan, config.cache_dir, config.trust_remote_code), log)
+    config = cap_sequence_length(config, position_limit(model_config), log)
     tokenizer = load_tokenizer(plan, config.cache_dir, config.trust_remote_code)
     mask = prepare_tokenizer(tokenizer, config.mask_token_type)
     with main_process_first():  # one process tokenizes; the others read datasets' cache
         datasets = mntp_datasets(tokenizer, config.max_seq_length, text_source(config))
     do_eval = config.do_eval and len(datasets.get("validation", [])) > 0
-    model = build_mntp_model(config, plan, tokenizer)
+    model = build_mntp_model(config, plan, tokenizer, model_config)
     log(trainable_parameters_line(model))
     log(f"train blocks: {len(datasets['train']):,} | validation blocks: {len(datasets['validation']):,} "
         f"| block: {config.max_seq_length} tokens | mask token: {mask.text!r}")
@@ -141,7 +132,7 @@ def run_mntp(config: MNTPConfig, resume: str | bool | None = None, log=print) ->
         compute_metrics=accuracy_metric if do_eval else None,
         callbacks=callbacks + [MaskingEpoch(collator)],
         save_kwargs={"train_lm_head": config.train_lm_head},
-        task_scorer=task_scorer(config, tokenizer) if do_eval else None,
+        task_scorer=task_scorer(config, tokenizer, position_limit(model_config)) if do_eval else None,
     )
     if config.overwrite_output_dir and checkpoint is None:
         clear_output_dir(config.output_dir)  # every input checked: the earlier run's files (and checkpoints) go
@@ -158,35 +149,27 @@ def run_mntp(config: MNTPConfig, resume: str | bool | None = None, log=print) ->
 
 def _save_run_description(model: MNTPModel, mask: MaskToken, config: MNTPConfig, plan: ModelPlan) -> dict[str, Any]:
     """config.json (bidirectional flag included) and the versioned bg2vec_config.json a later step reads."""
-    import peft
-    import transformers
-
     output_dir = Path(config.output_dir)
     model.config.save_pretrained(output_dir)
     portable_model_config(output_dir)
     base = portable_reference(config.model_name_or_path, output_dir)
     portable_adapter_config(output_dir, portable_reference(config.model_name_or_path))  # absolute where local
-    description = {
-        "bg2vec_version": __version__,
-        "format_version": 1,
-        "stage": "mntp",
-        "base_model_name_or_path": base,
-        "language": recorded_language(config.language, plan),
-        "bidirectional": config.bidirectional,
+    return write_description(output_dir, describe(
+        "mntp",
+        base_model_name_or_path=base,
+        language=recorded_language(config.language, plan),
+        bidirectional=config.bidirectional,
         # embedding rows after a mask token was added (the new row is the mean row, never trained), else None
-        "vocab_size": model.decoder.get_input_embeddings().weight.shape[0] if mask.added else None,
-        "mask_token": mask.text,
-        "mask_token_id": mask.id,
-        "mask_token_type": config.mask_token_type,
-        "lm_head_trained": config.train_lm_head,
-        "pooling_mode": "mean",
-        "max_length": config.max_seq_length,
-        "skip_instruction": True,
-        "versions": {"transformers": transformers.__version__, "peft": peft.__version__, "torch": torch.__version__},
-        "training_config": config_to_dict(config),
-    }
-    (output_dir / BG2VEC_CONFIG_FILE).write_text(json.dumps(description, indent=2), encoding="utf-8")
-    return description
+        vocab_size=model.decoder.get_input_embeddings().weight.shape[0] if mask.added else None,
+        mask_token=mask.text,
+        mask_token_id=mask.id,
+        mask_token_type=config.mask_token_type,
+        lm_head_trained=config.train_lm_head,
+        pooling_mode="mean",
+        max_length=config.max_seq_length,
+        skip_instruction=True,
+        training_config=config_to_dict(config),
+    ))
 
 
 def _hub_kwargs(config: MNTPConfig) -> dict[str, Any]:

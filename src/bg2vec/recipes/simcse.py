@@ -10,46 +10,31 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
-import torch
-from transformers import set_seed
+from transformers import PretrainedConfig, set_seed
 
-from .._version import __version__
 from ..models.adapters import portable_adapter_config
-from ..models.backbone import check_causal_lm, load_model, load_tokenizer, position_limit, training_device
+from ..models.backbone import check_causal_lm, load_model, load_tokenizer, position_limit, read_model_config
+from ..models.lora import add_lora, trainable_parameters_line
+from ..models.saved_outputs import describe, write_description
+from ..models.training_memory import apply_liger_kernels, enable_checkpointing
 from ..models.layouts import (
-    BG2VEC_CONFIG_FILE, ModelPlan, portable_reference, recorded_language, resolve_model,
+    ModelPlan, portable_reference, recorded_language, resolve_model,
 )
 from ..config import SimCSEConfig, config_to_dict
 from ..errors import ConfigError, DataError
 from ..paths import check_apart, clear_output_dir
+from ..processes import main_process_first, quiet_unless_main, training_device, world_size
 from .reporting import TrainingResult
-from ..objectives.simcse import SimCSEModel, pair_similarities, set_attention_dropout
+from ..objectives.contrastive import check_matryoshka
+from ..objectives.simcse import SimCSEModel, pair_similarities, prepare_tokenizer_for_pooling, set_attention_dropout
 from .simcse_trainer import SimCSETrainer
 from ..data.texts import EvalPairs, SimCSECollator, eval_pairs, simcse_datasets
-from .trainer import (
-    text_source,
-    start_run,
-    add_lora,
-    build_training_arguments,
-    cap_sequence_length,
-    check_matryoshka,
-    apply_liger_kernels,
-    enable_checkpointing,
-    final_evaluation,
-    finish_run,
-    input_paths,
-    main_process_first,
-    quiet_unless_main,
-    task_columns,
-    task_scorer,
-    train,
-    trainable_parameters_line,
-)
+from .arguments import build_training_arguments, text_source
+from .eval_tasks import task_columns, task_scorer
+from .run import cap_sequence_length, final_evaluation, finish_run, input_paths, start_run, train
 
 PLOT_FILE = "simcse_curves.png"
 TABLE_COLUMNS = {"Alignment": "eval_alignment", "Uniformity": "eval_uniformity"}
@@ -61,15 +46,16 @@ def run_simcse(config: SimCSEConfig, resume: str | bool | None = None, log=print
     """Train a SimCSE adapter as `config` says; `resume` = True (last checkpoint) or a checkpoint path."""
     log = quiet_unless_main(log)
     checkpoint, callbacks = start_run(config, resume, log)
-    global_batch = config.per_device_train_batch_size * int(os.environ.get("WORLD_SIZE", "1"))
+    global_batch = config.per_device_train_batch_size * world_size()
     check_negatives(config.per_device_train_batch_size, global_batch)
     set_seed(config.seed)
 
     # base + MNTP adapter, any layouts; an adapter recorded for another base is an error here
     plan = resolve_model(config.model_name_or_path, config.peft_model_name_or_path)
-    check_causal_lm(plan, config.cache_dir, config.trust_remote_code)
+    model_config = read_model_config(plan, config.cache_dir, config.trust_remote_code)  # the run's one read
+    check_causal_lm(model_config, plan.reference)
     check_apart(config.output_dir, "output_dir", input_paths(config, plan))
-    config = cap_sequence_length(config, position_limit(plan, config.cache_dir, config.trust_remote_code), log)
+    config = cap_sequence_length(config, position_limit(model_config), log)
     tokenizer = load_tokenizer(plan, config.cache_dir, config.trust_remote_code)  # the encoder loads the same
     prepare_tokenizer_for_pooling(tokenizer, config.pooling_mode)
     with main_process_first():  # one process tokenizes; the others read datasets' cache
@@ -83,7 +69,7 @@ def run_simcse(config: SimCSEConfig, resume: str | bool | None = None, log=print
     if config.eval_pairs_file is not None:
         pairs = eval_pairs(config.eval_pairs_file, tokenizer, config.max_seq_length, config.pooling_mode)
     do_eval = config.do_eval and len(datasets["validation"]) > 1
-    model = build_simcse_model(config, plan, tokenizer)
+    model = build_simcse_model(config, plan, tokenizer, model_config)
     log(trainable_parameters_line(model))
     log(f"train texts: {len(datasets['train']):,} | held-out texts: {len(datasets['validation']):,} | up to "
         f"{config.max_seq_length} tokens | {global_batch} texts per step, two dropout views each "
@@ -113,7 +99,7 @@ def run_simcse(config: SimCSEConfig, resume: str | bool | None = None, log=print
         mini_batch_size=config.mini_batch_size,
         pairs=(pairs.first, pairs.second, pairs.scores) if pairs is not None else None,
         loss_options=config.matryoshka(),
-        task_scorer=task_scorer(config, tokenizer, config.pooling_mode) if do_eval else None,
+        task_scorer=task_scorer(config, tokenizer, position_limit(model_config), config.pooling_mode) if do_eval else None,
     )
     if config.overwrite_output_dir and checkpoint is None:
         clear_output_dir(config.output_dir)  # every input checked: the earlier run's files (and checkpoints) go
@@ -143,19 +129,9 @@ def check_negatives(per_device_batch: int, global_batch: int) -> None:
         )
 
 
-def prepare_tokenizer_for_pooling(tokenizer, pooling_mode: str) -> None:
-    """Pad with EOS when the tokenizer has no pad token (llm2vec's choice); check what the pooling needs."""
-    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if pooling_mode == "eos_token" and tokenizer.eos_token_id is None:
-        raise ConfigError("pooling_mode", pooling_mode, "a tokenizer with an EOS token", fix="use mean pooling")
-    if pooling_mode == "bos_token" and tokenizer("a")["input_ids"][:1] != [tokenizer.bos_token_id]:
-        raise ConfigError(
-            "pooling_mode", pooling_mode, "a tokenizer that starts every text with BOS", fix="use mean pooling"
-        )
-
-
-def build_simcse_model(config: SimCSEConfig, plan: ModelPlan, tokenizer) -> SimCSEModel:
+def build_simcse_model(
+    config: SimCSEConfig, plan: ModelPlan, tokenizer, model_config: PretrainedConfig | None = None
+) -> SimCSEModel:
     """Base → MNTP adapter merged → bidirectional → SimCSE dropout → fresh LoRA (only its weights train)."""
     decoder = load_model(
         plan,
@@ -164,6 +140,7 @@ def build_simcse_model(config: SimCSEConfig, plan: ModelPlan, tokenizer) -> SimC
         torch_dtype=config.torch_dtype,
         attn_implementation=config.attn_implementation,
         device=training_device(),
+        model_config=model_config,
         **({"cache_dir": config.cache_dir} if config.cache_dir else {}),
     )
     set_attention_dropout(decoder, config.simcse_dropout)
@@ -171,7 +148,7 @@ def build_simcse_model(config: SimCSEConfig, plan: ModelPlan, tokenizer) -> SimC
         apply_liger_kernels(decoder)
     if config.gradient_checkpointing:
         enable_checkpointing(decoder)
-    check_matryoshka(config, decoder)
+    check_matryoshka(config.matryoshka_dims, decoder)
     decoder = add_lora(
         decoder, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules, config.lean_activations
     )
@@ -208,29 +185,20 @@ def _pairs_before_and_after(
 def _save_run_description(config: SimCSEConfig, plan: ModelPlan) -> dict[str, Any]:
     """The versioned bg2vec_config.json from which `Bg2Vec.from_pretrained(output_dir)` rebuilds the encoder:
     base and MNTP adapter as given (local paths relative to the output), resolved on load as they were here."""
-    import peft
-    import transformers
-
     output_dir = Path(config.output_dir)
     base = portable_reference(config.model_name_or_path, output_dir)
     mntp_adapter = config.peft_model_name_or_path
     portable_adapter_config(output_dir, portable_reference(config.model_name_or_path))  # absolute where local
-    description = {
-        "bg2vec_version": __version__,
-        "format_version": 1,
-        "stage": "simcse",
-        "base_model_name_or_path": base,
-        "language": recorded_language(config.language, plan),
-        "mntp_adapter": portable_reference(mntp_adapter, output_dir) if mntp_adapter else None,
-        "bidirectional": config.bidirectional,
-        "pooling_mode": config.pooling_mode,
-        "max_length": config.max_seq_length,
-        "skip_instruction": True,
-        "matryoshka_dims": config.matryoshka_dims,
-        "torch_dtype": config.torch_dtype,
-        "versions": {"transformers": transformers.__version__, "peft": peft.__version__, "torch": torch.__version__},
-        "training_config": config_to_dict(config),
-    }
-    path = Path(config.output_dir) / BG2VEC_CONFIG_FILE
-    path.write_text(json.dumps(description, indent=2), encoding="utf-8")
-    return description
+    return write_description(output_dir, describe(
+        "simcse",
+        base_model_name_or_path=base,
+        language=recorded_language(config.language, plan),
+        mntp_adapter=portable_reference(mntp_adapter, output_dir) if mntp_adapter else None,
+        bidirectional=config.bidirectional,
+        pooling_mode=config.pooling_mode,
+        max_length=config.max_seq_length,
+        skip_instruction=True,
+        matryoshka_dims=config.matryoshka_dims,
+        torch_dtype=config.torch_dtype,
+        training_config=config_to_dict(config),
+    ))

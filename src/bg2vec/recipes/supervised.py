@@ -11,45 +11,32 @@
 
 from __future__ import annotations
 
-import json
-import os
 import random
 from pathlib import Path
 from typing import Any
 
-import torch
-from transformers import set_seed
+from transformers import PretrainedConfig, set_seed
 
-from .._version import __version__
 from ..config import SupervisedConfig, config_to_dict
 from ..data.triples import Triple, TripleData, dataset_batches, read_triples
 from ..errors import DataError
 from ..models.adapters import portable_adapter_config
-from ..models.backbone import check_causal_lm, load_model, load_tokenizer, position_limit, training_device
+from ..models.backbone import check_causal_lm, load_model, load_tokenizer, position_limit, read_model_config
+from ..models.lora import add_lora, trainable_parameters_line
+from ..models.saved_outputs import describe, write_description
+from ..models.training_memory import enable_checkpointing
 from ..models.layouts import (
-    BG2VEC_CONFIG_FILE, ModelPlan, portable_reference, recorded_language, resolve_model,
+    ModelPlan, portable_reference, recorded_language, resolve_model,
 )
-from ..objectives.simcse import SimCSEModel
+from ..objectives.contrastive import check_matryoshka
+from ..objectives.simcse import SimCSEModel, prepare_tokenizer_for_pooling
 from ..paths import check_apart, clear_output_dir
+from ..processes import quiet_unless_main, rank, training_device, world_size
 from .reporting import TrainingResult
-from .simcse import prepare_tokenizer_for_pooling
 from .supervised_trainer import SupervisedTrainer, TripleCollator
-from .trainer import (
-    start_run,
-    add_lora,
-    build_training_arguments,
-    cap_sequence_length,
-    check_matryoshka,
-    enable_checkpointing,
-    final_evaluation,
-    finish_run,
-    input_paths,
-    quiet_unless_main,
-    task_columns,
-    task_scorer,
-    train,
-    trainable_parameters_line,
-)
+from .arguments import build_training_arguments
+from .eval_tasks import task_columns, task_scorer
+from .run import cap_sequence_length, final_evaluation, finish_run, input_paths, start_run, train
 
 PLOT_FILE = "supervised_curves.png"
 TABLE_COLUMNS = {"Accuracy@1": "eval_accuracy", "MRR": "eval_mrr"}
@@ -64,26 +51,26 @@ def run_supervised(config: SupervisedConfig, resume: str | bool | None = None, l
     set_seed(config.seed)
 
     plan = resolve_model(config.model_name_or_path, config.peft_model_name_or_path)
-    check_causal_lm(plan, config.cache_dir, config.trust_remote_code)
+    model_config = read_model_config(plan, config.cache_dir, config.trust_remote_code)  # the run's one read
+    check_causal_lm(model_config, plan.reference)
     check_apart(config.output_dir, "output_dir", input_paths(config, plan))
-    config = cap_sequence_length(config, position_limit(plan, config.cache_dir, config.trust_remote_code), log)
+    config = cap_sequence_length(config, position_limit(model_config), log)
     tokenizer = load_tokenizer(plan, config.cache_dir, config.trust_remote_code)
     prepare_tokenizer_for_pooling(tokenizer, config.pooling_mode)
     setting = "dataset_file_path" if config.dataset_file_path else "train_file"
     rows = read_triples(config.dataset_file_path or config.train_file, setting)
     held_out = _held_out(rows, config)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    global_batch = config.per_device_train_batch_size * world
+    global_batch = config.per_device_train_batch_size * world_size()
     batches = dataset_batches(rows, global_batch, config.seed)
     if not batches:
         raise DataError(
             f"no dataset has {global_batch} rows (per_device_train_batch_size x processes), so no batch can be made: "
             "add rows or lower per_device_train_batch_size"
         )
-    rank = int(os.environ.get("RANK", "0"))
-    mine = [batch[rank * config.per_device_train_batch_size : (rank + 1) * config.per_device_train_batch_size] for batch in batches]
+    me, size = rank(), config.per_device_train_batch_size
+    mine = [batch[me * size : (me + 1) * size] for batch in batches]  # this process's share of each global batch
     do_eval = config.do_eval and len(held_out) > 1
-    model = build_supervised_model(config, plan, tokenizer)
+    model = build_supervised_model(config, plan, tokenizer, model_config)
     log(trainable_parameters_line(model))
     log(f"train rows: {len(rows):,} in {len(rows.datasets)} dataset(s), {len(batches):,} batches of {global_batch} | "
         f"held-out rows: {len(held_out):,} | hard negatives: {sum(len(t.negatives) for r in rows.datasets.values() for t in r):,} | "
@@ -98,7 +85,7 @@ def run_supervised(config: SupervisedConfig, resume: str | bool | None = None, l
         callbacks=callbacks,
         batches=mine, held_out=held_out, loss_scale=config.loss_scale, mini_batch_size=config.mini_batch_size,
         loss_options={"symmetric": config.symmetric, "hard_negative_weight": config.hard_negative_weight, **config.matryoshka()},
-        task_scorer=task_scorer(config, tokenizer, config.pooling_mode) if do_eval else None,
+        task_scorer=task_scorer(config, tokenizer, position_limit(model_config), config.pooling_mode) if do_eval else None,
         eval_dataset=[0] if do_eval else None,
     )
     if config.overwrite_output_dir and checkpoint is None:
@@ -145,16 +132,18 @@ def _held_out(rows: TripleData, config: SupervisedConfig) -> list[Triple]:
     return held[: config.max_eval_samples] if config.max_eval_samples else held
 
 
-def build_supervised_model(config: SupervisedConfig, plan: ModelPlan, tokenizer) -> SimCSEModel:
+def build_supervised_model(
+    config: SupervisedConfig, plan: ModelPlan, tokenizer, model_config: PretrainedConfig | None = None
+) -> SimCSEModel:
     """Base → MNTP chain merged → bidirectional → fresh LoRA (only its weights train)."""
     decoder = load_model(
         plan, merge_peft=True, bidirectional=config.bidirectional, torch_dtype=config.torch_dtype,
-        attn_implementation=config.attn_implementation, device=training_device(),
+        attn_implementation=config.attn_implementation, device=training_device(), model_config=model_config,
         **({"cache_dir": config.cache_dir} if config.cache_dir else {}),
     )
     if config.gradient_checkpointing:
         enable_checkpointing(decoder)
-    check_matryoshka(config, decoder)
+    check_matryoshka(config.matryoshka_dims, decoder)
     decoder = add_lora(
         decoder, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules, config.lean_activations
     )
@@ -165,22 +154,16 @@ def build_supervised_model(config: SupervisedConfig, plan: ModelPlan, tokenizer)
 
 def _save_run_description(config: SupervisedConfig, plan: ModelPlan) -> dict[str, Any]:
     """bg2vec_config.json: base and MNTP adapter as given, so `Bg2Vec.from_pretrained(output_dir)` loads alone."""
-    import peft
-    import transformers
-
     output_dir = Path(config.output_dir)
     base = portable_reference(config.model_name_or_path, output_dir)
     mntp_adapter = config.peft_model_name_or_path
     portable_adapter_config(output_dir, portable_reference(config.model_name_or_path))  # absolute where local
-    description = {
-        "bg2vec_version": __version__, "format_version": 1, "stage": "supervised",
-        "base_model_name_or_path": base,
-        "language": recorded_language(config.language, plan),
-        "mntp_adapter": portable_reference(mntp_adapter, output_dir) if mntp_adapter else None,
-        "bidirectional": config.bidirectional, "pooling_mode": config.pooling_mode, "max_length": config.max_seq_length,
-        "skip_instruction": True, "matryoshka_dims": config.matryoshka_dims, "torch_dtype": config.torch_dtype,
-        "versions": {"transformers": transformers.__version__, "peft": peft.__version__, "torch": torch.__version__},
-        "training_config": config_to_dict(config),
-    }
-    (output_dir / BG2VEC_CONFIG_FILE).write_text(json.dumps(description, indent=2), encoding="utf-8")
-    return description
+    return write_description(output_dir, describe(
+        "supervised",
+        base_model_name_or_path=base,
+        language=recorded_language(config.language, plan),
+        mntp_adapter=portable_reference(mntp_adapter, output_dir) if mntp_adapter else None,
+        bidirectional=config.bidirectional, pooling_mode=config.pooling_mode, max_length=config.max_seq_length,
+        skip_instruction=True, matryoshka_dims=config.matryoshka_dims, torch_dtype=config.torch_dtype,
+        training_config=config_to_dict(config),
+    ))
