@@ -218,16 +218,22 @@ def tokenizer_metadata(tokenizer: Any, vocab_size: int) -> dict[str, Any]:
             tokens.append(piece)
             scores.append(float(score))
             types.append(3 if i in special_ids else 4 if i in added else 6 if piece.startswith("<0x") else 1)
-        meta = {"model": "llama", "scores": scores}
+        meta = {"model": "llama", "scores": scores, "space_prefix": _prepends_space(spec)}
     elif model["type"] == "BPE" and model.get("byte_fallback"):
         by_id = {i: t for t, i in model["vocab"].items()}
         by_id.update({i: token["content"] for i, token in added.items()})
+        # llama.cpp's SentencePiece merges the adjacent pair whose result scores highest: a merge's rank as a
+        # negative score gives Hugging Face's BPE order; pieces no merge makes (characters, bytes) score 0.
+        ranks: dict[str, int] = {}
+        for rank, merge in enumerate(model.get("merges", [])):
+            left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
+            ranks.setdefault(left + right, rank)
         for i in range(vocab_size):
             piece = by_id.get(i, f"[PAD{i}]")
             tokens.append(piece)
-            scores.append(-float(i))  # SentencePiece BPE merges in vocabulary order
+            scores.append(-float(ranks[piece]) if piece in ranks else 0.0 if len(piece) == 1 else -1e9)
             types.append(3 if i in special_ids else 4 if i in added else 6 if piece.startswith("<0x") and len(piece) == 6 else 1)
-        meta = {"model": "llama", "scores": scores}
+        meta = {"model": "llama", "scores": scores, "space_prefix": _prepends_space(spec)}
     else:
         raise ConfigError("tokenizer", model["type"], "a byte-level BPE tokenizer with GPT-2's pre-tokenizer, or a "
                           "SentencePiece one (Unigram, or BPE with byte fallback), for GGUF",
@@ -257,8 +263,18 @@ def _byte_level_pre(spec: dict[str, Any]) -> str | None:
     return None
 
 
+def _prepends_space(spec: dict[str, Any]) -> bool:
+    """Whether the tokenizer puts "▁" before a text (Llama 2, Mistral) or not (Gemma): llama.cpp's
+    add_space_prefix, which it otherwise assumes true."""
+    steps = [spec.get("normalizer") or {}, spec.get("pre_tokenizer") or {}]
+    steps += [*steps[0].get("normalizers", []), *steps[1].get("pretokenizers", [])]
+    return any(step.get("type") == "Prepend" or step.get("prepend_scheme") in ("always", "first") for step in steps)
+
+
 def _write_tokenizer(writer: Any, meta: dict[str, Any]) -> None:
     writer.add_tokenizer_model(meta["model"])
+    if "space_prefix" in meta:
+        writer.add_add_space_prefix(meta["space_prefix"])
     if "pre" in meta:
         writer.add_tokenizer_pre(meta["pre"])
     writer.add_token_list(meta["tokens"])
