@@ -152,10 +152,12 @@ def test_bad_export_arguments_are_one_line_and_write_nothing(tiny_model_dirs, tm
     assert not output.exists()
 
 
-def test_output_inside_the_model_is_refused(tiny_model_dirs, capsys):
+def test_output_inside_or_around_the_model_is_refused(tiny_model_dirs, capsys):
     model = tiny_model_dirs["llama"]
     assert main(["export", "--model", str(model), "--to", "onnx", "--output", str(model / "onnx")]) == 2
-    assert "outside --model" in capsys.readouterr().err and not (model / "onnx").exists()
+    assert "inside nor around --model" in capsys.readouterr().err and not (model / "onnx").exists()
+    assert main(["export", "--model", str(model), "--to", "onnx", "--output", str(model.parent), "--overwrite"]) == 2
+    assert (model / "config.json").exists(), "the model's folder is never replaced"
 
 
 def test_a_model_the_target_cannot_represent_is_refused(tiny_model_dirs, tmp_path):

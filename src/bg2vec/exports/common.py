@@ -41,9 +41,9 @@ def check_output(output: str | Path, sources: dict[str, str | None], overwrite: 
             continue
         folder = Path(source).expanduser()
         folder = folder.parent if folder.is_file() else folder
-        if folder.exists() and (out == folder.resolve() or folder.resolve() in out.parents):
-            raise ConfigError("--output", str(output), f"a folder outside {setting} {source}",
-                              fix="an export never writes into the model it reads; pick another folder")
+        if folder.exists() and (out == folder.resolve() or folder.resolve() in out.parents or out in folder.resolve().parents):
+            raise ConfigError("--output", str(output), f"a folder neither inside nor around {setting} {source}",
+                              fix="an export never writes into (or replaces) the model it reads; pick another folder")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ConfigError("--output", str(output), "a new or empty folder", fix="pick another folder or pass --overwrite")
     return out
