@@ -107,13 +107,27 @@ def test_onnx_graph_attends_both_ways(encoders, onnx_folder):
     assert_same_bidirectional_change(encoder, states)
 
 
-def test_serve_backend_onnx_is_one_call(onnx_folder):
+def test_bg2vec_serve_runs_the_onnx_export(encoders, onnx_folder, tmp_path):
+    """`bg2vec serve --backend onnx` answers the OpenAI contract with the ONNX model's vectors (= encode, 0.999)."""
+    import httpx
+
     from bg2vec.errors import ConfigError
+    from serve_process import ServerProcess
 
     with pytest.raises(ConfigError, match="--backend"):
         load_encoder(str(onnx_folder), backend="tensorrt")
     with pytest.raises(ConfigError, match="variant"):
         load_encoder(str(onnx_folder), backend="onnx", variant="int4")
+    server = ServerProcess(onnx_folder, "--backend", "onnx", log=tmp_path / "serve.log")
+    try:
+        texts = [text for text in PARITY_SET if isinstance(text, str)][:4]
+        reply = httpx.post(server.url + "/v1/embeddings", json={"input": texts, "encoding_format": "float"}, timeout=60)
+        assert reply.status_code == 200, reply.text
+        served = np.array([row["embedding"] for row in reply.json()["data"]], dtype=np.float32)
+        assert cosines(served, encoders["llama"].encode(texts)).min() >= 0.999
+        assert reply.json()["usage"]["prompt_tokens"] == sum(encoders["llama"].count_tokens(texts))
+    finally:
+        assert server.stop() == 0
 
 
 # --- TEI and vLLM: written (run on a GPU by benchmarks/gpu_check.py) ----------------------------------------

@@ -204,7 +204,7 @@ def _run_serve(config: ServeConfig, args: argparse.Namespace) -> None:
     sock = bind_socket(config.host, config.port)  # a busy port fails before the model loads
     try:
         encoder, *replicas = load_encoders(config.model_name_or_path, config.adapter, config.devices(),
-                                           torch_dtype=config.torch_dtype, pooling_mode=config.pooling_mode,
+                                           config.backend, config.onnx_variant, torch_dtype=config.torch_dtype, pooling_mode=config.pooling_mode,
                                            max_length=config.max_length)
         served = ServedModel(encoder, config.served_model_name or config.model_name_or_path, config.truncate,
                              Instructions(config.query_instruction, config.document_instruction), replicas)

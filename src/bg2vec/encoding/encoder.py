@@ -185,6 +185,16 @@ class Bg2Vec(nn.Module):
     # --- encoding ------------------------------------------------------------------------------------------
 
     @property
+    def dimension(self) -> int:
+        """The embedding size H (a Matryoshka prefix keeps fewer)."""
+        return int(self.model.get_input_embeddings().weight.shape[1])
+
+    @property
+    def vocab_size(self) -> int:
+        """Token ids the model has rows for."""
+        return int(self.model.get_input_embeddings().weight.shape[0])
+
+    @property
     def device(self) -> torch.device:
         """Where inputs go: the device of the input embeddings (the first shard under a device_map)."""
         return self.model.get_input_embeddings().weight.device

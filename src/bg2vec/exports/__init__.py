@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..encoding.backends import BACKENDS, load_encoder
 from ..encoding.encoder import Bg2Vec
 from ..errors import ConfigError
 from .common import check_output, instruction_prompts, runtime_flags, settings_table, staged, write_json, write_record
 
 TARGETS = ("sentence-transformers", "onnx", "gguf", "tei", "vllm")
-BACKENDS = ("torch", "onnx")
 
 
 @dataclass
@@ -123,23 +123,6 @@ def export_model(
             notes.append(f"pooling every token gives cosine >= {figure:.4f} with bg2vec on the parity set")
         write_record(work, encoder, target, runtime, prompts, pooled, notes)
     return ExportResult(out, files, notes)
-
-
-def load_encoder(reference: str, backend: str = "torch", adapter: str | None = None, **options: Any) -> Any:
-    """An encoder-like object (`encode`, `build_inputs`, `embed_inputs`) for `backend`: "torch" loads `Bg2Vec`,
-    "onnx" runs a folder from `bg2vec export --to onnx` (`variant="int8"` for the quantized model).
-
-    >>> encoder = load_encoder("outputs/demo-onnx", backend="onnx", variant="int8")
-    """
-    if backend == "torch":
-        return Bg2Vec.from_pretrained(reference, adapter, **options)
-    if backend == "onnx":
-        if adapter is not None:
-            raise ConfigError("--adapter", adapter, "no adapter for the onnx backend (the export merged it)")
-        from .onnx_encoder import OnnxEncoder
-
-        return OnnxEncoder(reference, **options)
-    raise ConfigError("--backend", backend, "one of " + ", ".join(BACKENDS))
 
 
 __all__ = ["TARGETS", "BACKENDS", "ExportResult", "check_target", "export_model", "load_encoder"]

@@ -26,9 +26,9 @@ from typing import Any
 from .._version import __version__
 from ..encoding.encoder import Bg2Vec, save_merged_model
 from ..errors import ConfigError
+from ..models.saved_outputs import EXPORT_RECORD
 from ..models.portable_files import portable_tokenizer_files
 
-EXPORT_RECORD = "bg2vec_export.json"
 # Families whose Hugging Face config has a `use_bidirectional_attention` switch (TEI and transformers read it).
 BIDIRECTIONAL_SWITCH_FAMILIES = ("gemma3_text", "gemma3", "qwen3", "llama", "mistral")
 

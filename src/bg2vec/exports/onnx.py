@@ -22,10 +22,8 @@ from torch import nn
 from ..encoding.encoder import Bg2Vec
 from ..encoding.pooling import pool
 from ..errors import ConfigError
+from ..encoding.onnx_encoder import FP32_FILE, INPUT_NAMES, INT8_FILE
 
-FP32_FILE = "model.onnx"
-INT8_FILE = "model_int8.onnx"
-INPUT_NAMES = ("input_ids", "attention_mask", "pooling_mask")
 OUTPUT_NAMES = ("last_hidden_state", "sentence_embedding")
 OPSET = 18
 # bos_token pooling is a one-hot pooling mask (built by OnnxEncoder) averaged: the graph needs three modes only.

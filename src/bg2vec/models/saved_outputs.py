@@ -20,6 +20,7 @@ from ..errors import ConfigError
 
 BG2VEC_CONFIG_FILE = "bg2vec_config.json"
 LLM2VEC_CONFIG_FILE = "llm2vec_config.json"
+EXPORT_RECORD = "bg2vec_export.json"  # what `bg2vec export` wrote for another runtime, and how
 FORMAT_VERSION = 1  # a new key that older readers may ignore keeps it; a changed meaning raises it
 LLM2VEC_SETTING_KEYS = ("pooling_mode", "max_length", "doc_max_length", "skip_instruction")  # llm2vec's constructor takes these only
 LOADERS = ("bg2vec", "llm2vec", "sentence-transformers")

@@ -14,14 +14,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..encoding.batching import plan_batches
-from ..encoding.encoder import EncoderSettings
-from ..encoding.inputs import InputBuilder, ModelInput, chat_format_for, collate, eos_text_for, with_encoder_padding
 from ..errors import ConfigError
-from .common import EXPORT_RECORD
-from .onnx import FP32_FILE, INPUT_NAMES, INT8_FILE
+from ..models.saved_outputs import EXPORT_RECORD
+from .batching import plan_batches
+from .choices import ONNX_VARIANTS
+from .encoder import EncoderSettings
+from .inputs import InputBuilder, ModelInput, chat_format_for, collate, eos_text_for, with_encoder_padding
 
-VARIANTS = {"fp32": FP32_FILE, "int8": INT8_FILE}
+# The files of a `bg2vec export --to onnx` folder (written by exports/onnx.py, read here).
+FP32_FILE = "model.onnx"
+INT8_FILE = "model_int8.onnx"
+INPUT_NAMES = ("input_ids", "attention_mask", "pooling_mask")
+
+VARIANTS = dict(zip(ONNX_VARIANTS, (FP32_FILE, INT8_FILE)))
 
 
 class OnnxEncoder:
@@ -51,6 +56,9 @@ class OnnxEncoder:
         self.variant = variant
         self.dimension = int(record["embedding_dimension"])
         self.tokenizer = with_encoder_padding(AutoTokenizer.from_pretrained(folder), owned=True)
+        self.vocab_size = len(self.tokenizer)  # ids a request may send (the graph's rows may be more)
+        self.device = torch.device("cpu")  # ONNX Runtime's CPU provider
+        self.plan = None  # an export folder is its own merged model
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
         self.session = ort.InferenceSession(str(folder / VARIANTS[variant]), options, providers=["CPUExecutionProvider"])
