@@ -37,6 +37,7 @@ from ..models.layouts import (
 )
 from ..models.bidirectional import is_bidirectional
 from ..errors import ConfigError
+from .finite import check_finite
 from .batching import plan_batches
 from .devices import DevicePool, embed_features
 from .inputs import ChatFormat, InputBuilder, ModelInput, chat_format_for, collate, eos_text_for
@@ -194,7 +195,7 @@ class Bg2Vec(nn.Module):
         was_training = self.model.training
         self.model.eval()  # no dropout while encoding, whatever mode a caller left the model in
         try:
-            embeddings = self._run(inputs, batches, devices, show)  # (N, H)
+            embeddings = check_finite(self._run(inputs, batches, devices, show), str(self.name_or_path or "the model"))  # (N, H)
         finally:
             self.model.train(was_training)
         if dim is not None:  # a Matryoshka prefix: the first `dim` values (normalized below if asked)

@@ -22,7 +22,7 @@ from transformers import set_seed
 
 from .._version import __version__
 from ..config import SupervisedConfig, config_to_dict
-from ..data.triples import Triple, TripleData, dataset_batches, read_triples
+from ..data.triples import Triple, TripleData, dataset_batches, nothing_to_learn, read_triples
 from ..errors import DataError
 from ..models.adapters import portable_adapter_config
 from ..models.backbone import check_causal_lm, load_model, load_tokenizer, position_limit, training_device
@@ -74,6 +74,10 @@ def run_supervised(config: SupervisedConfig, resume: str | bool | None = None, l
     held_out = _held_out(rows, config)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     global_batch = config.per_device_train_batch_size * world
+    problem = nothing_to_learn(rows, global_batch)
+    if problem:
+        raise DataError(f"{setting}={str(config.dataset_file_path or config.train_file)!r}: {problem}, so the loss is 0 at "
+                        "every step and nothing is learned; add rows with distinct positives or hard negatives")
     batches = dataset_batches(rows, global_batch, config.seed)
     if not batches:
         raise DataError(

@@ -30,7 +30,7 @@ from transformers.trainer_utils import rotate_checkpoints
 from ..data.blocks import TextSource
 from ..models.architectures import STANDARD_LORA_TARGETS, ARCHITECTURES
 from ..config import TrainingSettings
-from ..errors import ConfigError, TrainingInterrupted, first_line
+from ..errors import ConfigError, TrainingDiverged, TrainingInterrupted, first_line
 from ..paths import check_apart, check_output_dir
 from ..models.adapters import quiet_renames
 from ..models.portable_files import portable_tokenizer_files
@@ -213,11 +213,13 @@ def start_run(config: Any, resume: str | bool | None, log: Any) -> tuple[str | N
 
 
 def run_callbacks(config: Any) -> list[TrainerCallback]:
-    """The callbacks every training recipe runs with: `stop_after_n_steps`, and `cpu_threads` on a CPU."""
+    """The callbacks every training recipe runs with: `stop_after_n_steps`, `cpu_threads` on a CPU, and the guard
+    that stops a run at its first non-finite (or dead) gradient."""
     from .cpu_threads import cpu_thread_callbacks
+    from .finite_guard import FiniteGuard
 
     stop = [StopAfterSteps(config.stop_after_n_steps)] if config.stop_after_n_steps else []
-    return stop + cpu_thread_callbacks(config.cpu_threads)
+    return stop + cpu_thread_callbacks(config.cpu_threads) + [FiniteGuard(config.output_dir)]
 
 
 class AdapterTrainer(Trainer):
@@ -414,6 +416,9 @@ def train(trainer: Trainer, checkpoint: str | None) -> None:
         raise TrainingInterrupted(
             trainer.state.global_step, trainer.state.max_steps, str(saved[0]) if saved else None
         ) from None
+    except TrainingDiverged:  # from the finite guard: its one line goes below the closed progress bar
+        _close_progress_bars(trainer)
+        raise
 
 
 # Settings that name something a run reads: its output may be none of them, nor contain or lie inside one.
