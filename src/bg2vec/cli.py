@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 from .config import MNTPConfig, config_help, load_config
 from .config import SimCSEConfig, SupervisedConfig
 from .errors import Bg2VecError, ConfigError, TrainingInterrupted, first_line
+from .locks import release_all_locks
 
 EXIT_BAD_INPUT = 2
 EXIT_ENVIRONMENT = 1  # the machine refused (disk full, I/O error): one line, no traceback
@@ -179,13 +180,18 @@ def add_encode_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batch-tokens", type=int, help="padded tokens per forward pass (rows × longest) [default: no limit]")
     parser.add_argument("--dim", type=int, help="keep the first DIM values (a Matryoshka prefix), then normalize if asked")
     parser.add_argument("--chunk-size", type=int, default=1024, help="rows read, encoded and written at a time [default: 1024]")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
 
 
 def _run_encode(args: argparse.Namespace, overrides: dict[str, str]) -> None:
     from .encoding.files import check_paths, encode_file
     from .encoding.encoder import Bg2Vec
 
-    check_paths(args.input, args.output, {"--model": args.model, "--adapter": args.adapter})
+    from .models.layouts import resolve_model
+    from .paths import plan_inputs
+
+    check_paths(args.input, args.output, {"--model": args.model, "--adapter": args.adapter}, args.overwrite)
+    check_paths(args.input, args.output, plan_inputs(resolve_model(args.model, args.adapter), "--model"), args.overwrite)
     started = time.time()
     encoder = Bg2Vec.from_pretrained(
         args.model, args.adapter, merge_peft=args.merge_adapter, pooling_mode=args.pooling_mode,
@@ -195,7 +201,7 @@ def _run_encode(args: argparse.Namespace, overrides: dict[str, str]) -> None:
         rows = encode_file(
             encoder, args.input, args.output, batch_size=args.batch_size, chunk_size=args.chunk_size,
             instruction=args.instruction, normalize_embeddings=args.normalize, device=_devices(args.device), dim=args.dim,
-            max_batch_tokens=args.max_batch_tokens,
+            max_batch_tokens=args.max_batch_tokens, overwrite=args.overwrite,
         )
     finally:
         encoder.stop_pool()
@@ -229,15 +235,20 @@ def add_mining_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_mining(args: argparse.Namespace, overrides: dict[str, str]) -> None:
     from .encoding.encoder import Bg2Vec
-    from .encoding.mining import MiningSettings, mine_file
+    from .encoding.mining import MiningSettings, check_mining_paths, mine_file
 
     settings = MiningSettings(args.negatives, args.top_k, args.skip_top, args.margin, args.max_score_ratio,
                               args.batch_size, args.chunk_size)
     if not Path(args.input).exists():
         raise ConfigError("--input", args.input, "an existing .jsonl file or folder", fix="check the path")
+    from .models.layouts import resolve_model
+    from .paths import plan_inputs
+
+    models = plan_inputs(resolve_model(args.model, args.adapter), "--model")
+    check_mining_paths(args.input, args.output, args.pool, args.overwrite, models)
     started = time.time()
     encoder = Bg2Vec.from_pretrained(args.model, args.adapter, torch_dtype=args.torch_dtype)
-    counts = mine_file(encoder, args.input, args.output, settings, args.pool, args.overwrite)
+    counts = mine_file(encoder, args.input, args.output, settings, args.pool, args.overwrite, models)
     print(f"wrote {counts['rows']:,} rows with {counts['negatives']:,} hard negatives "
           f"({counts['rows_without_negative']:,} rows found none) to {args.output} in {time.time() - started:.0f} s")
 
@@ -362,6 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"bg2vec {args.command}: error: {first_line(exc)}", file=sys.stderr)
         return EXIT_ENVIRONMENT
+    finally:
+        release_all_locks()
     return 0
 
 

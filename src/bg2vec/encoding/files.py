@@ -29,9 +29,10 @@ OUTPUT_SUFFIXES = (".npy", ".parquet")
 
 
 def check_paths(
-    input_path: str | Path, output_path: str | Path, models: dict[str, str | None] | None = None
+    input_path: str | Path, output_path: str | Path, models: dict[str, str | None] | None = None, overwrite: bool = False
 ) -> tuple[Path, Path]:
-    """Both paths checked before any model is loaded; the output is apart from the input and `models`."""
+    """Both paths checked before any model is loaded; the output is apart from the input and `models`, and new
+    unless `overwrite`."""
     source, target = Path(input_path), Path(output_path)
     if source.suffix not in INPUT_SUFFIXES:
         raise ConfigError("--input", str(source), "a file ending in " + " or ".join(INPUT_SUFFIXES))
@@ -42,6 +43,10 @@ def check_paths(
     if not target.parent.is_dir():
         raise ConfigError("--output", str(target), "a path in an existing folder", fix=f"create {target.parent} first")
     check_apart(target, "--output", {"--input": source, **(models or {})})
+    if target.is_dir():
+        raise ConfigError("--output", str(target), "a file path, not a folder")
+    if target.exists() and not overwrite:
+        raise ConfigError("--output", str(target), "a new file", fix="pass --overwrite to replace it")
     check_creatable(target.parent, "--output")
     return source, target
 
@@ -139,12 +144,13 @@ def encode_file(
     show_progress_bar: bool = True,
     dim: int | None = None,
     max_batch_tokens: int | None = None,
+    overwrite: bool = False,
 ) -> int:
     """Embed every row of `input_path` into `output_path`; returns the number of rows.
 
     >>> encode_file(Bg2Vec.from_pretrained("outputs/simcse"), "texts.txt", "embeddings.npy")
     """
-    source, target = check_paths(input_path, output_path)
+    source, target = check_paths(input_path, output_path, overwrite=overwrite)
     if chunk_size < 1:
         raise ConfigError("--chunk-size", chunk_size, "a positive number of rows")
     rows = count_rows(source)

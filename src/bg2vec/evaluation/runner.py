@@ -87,9 +87,13 @@ def model_key(plan: ModelPlan, settings: dict[str, Any]) -> str:
 
 
 def task_key(task: Any) -> str:
+    """A hash of the task's name and content (a local task's files, an MTEB task's revision): a file name derived
+    from user text, never joined from it (a task.json name "../../x" stays inside the cache)."""
     if isinstance(task, LocalTask):
-        return f"{task.name}-{task.fingerprint()}"
-    return f"{task.metadata.name}-{task.metadata.revision or 'main'}"
+        parts = ["local", task.name, task.fingerprint()]
+    else:
+        parts = ["mteb", task.metadata.name, task.metadata.revision or "main"]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
 
 
 class ResultCache:

@@ -31,7 +31,8 @@ from ..data.blocks import TextSource
 from ..models.architectures import STANDARD_LORA_TARGETS, ARCHITECTURES
 from ..config import TrainingSettings
 from ..errors import ConfigError, TrainingDiverged, TrainingInterrupted, first_line
-from ..paths import check_apart, check_output_dir
+from ..locks import hold_output_lock, release_output_lock
+from ..paths import check_apart, check_output_dir, record_written
 from ..models.adapters import quiet_renames
 from ..models.portable_files import portable_tokenizer_files
 from ..objectives.simcse import grad_cache_step, split_rows
@@ -206,6 +207,7 @@ def start_run(config: Any, resume: str | bool | None, log: Any) -> tuple[str | N
     for writing, the checkpoint to resume from, a barrier (every process checked the same untouched folder), and
     the run's callbacks (cpu_threads applies from here on: loading and tokenizing too)."""
     check_apart(config.output_dir, "output_dir", input_paths(config))
+    hold_output_lock(config.output_dir, "output_dir", log)  # released by finish_run (or at exit)
     check_output_dir(config.output_dir, config.overwrite_output_dir, bool(resume))
     checkpoint = resolve_checkpoint(config.output_dir, resume, log)
     wait_for_every_process()
@@ -328,6 +330,8 @@ def finish_run(trainer: Trainer, model: nn.Module, config: Any, final: dict[str,
         write_model_card(config.output_dir, describe(), format_table(rows), data, trainer.state.global_step)
         write_metrics(config.output_dir, history, rows, final, **({"pairs": pairs} if pairs is not None else {}))
         plot_curves(history, Path(config.output_dir) / plot_file, title, list(columns.values()) if do_eval else None)
+        record_written(config.output_dir)  # what overwriting this folder later may delete
+    release_output_lock(config.output_dir)
     return TrainingResult(config.output_dir, rows, final, format_table(rows), model, pairs or [])
 
 
@@ -423,7 +427,7 @@ def train(trainer: Trainer, checkpoint: str | None) -> None:
 
 # Settings that name something a run reads: its output may be none of them, nor contain or lie inside one.
 INPUT_SETTINGS = ("model_name_or_path", "peft_model_name_or_path", "train_file", "validation_file", "dataset_path",
-                  "dataset_file_path", "eval_pairs_file")  # fmt: skip
+                  "dataset_file_path", "eval_pairs_file", "cache_dir")  # fmt: skip
 
 
 def input_paths(config: Any, plan: Any = None) -> dict[str, str | None]:
