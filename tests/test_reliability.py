@@ -22,7 +22,8 @@ from safetensors.torch import load_file, save_file
 
 from bg2vec.cli import main
 from test_bad_inputs import (  # noqa: F401  (inputs: the shared read-only world of models and data, a fixture)
-    World, assert_one_error_line, config_argv, encode_argv, inputs, training_values, tree_hashes, write_run,
+    World, assert_one_error_line, config_argv, encode_argv, inputs, start_worker, training_values, tree_hashes, wait_for,
+    write_run,
 )
 
 
@@ -124,3 +125,151 @@ def test_non_finite_embeddings_are_refused_by_every_command_that_encodes(inputs,
              "--no-cache"], capsys, "NaN or infinite embeddings")
     assert not (tmp_path / "report" / "evaluation.json").exists()
     assert tree_hashes(inputs) == before
+
+
+# --- 2. outputs never destroy inputs ------------------------------------------------------------------------
+
+
+def test_mine_negatives_never_writes_into_the_model_it_loads(inputs, tmp_path, capsys):
+    before = tree_hashes(inputs)
+    mine = ["mine-negatives", "--model", str(inputs / "mntp-mistral"), "--input", str(inputs / "data/triples.jsonl")]
+    refused([*mine, "--output", str(inputs / "mntp-mistral/bg2vec_config.json"), "--overwrite"], capsys, "--output", "--model")
+    refused([*mine, "--output", str(inputs / "mistral/x.jsonl")], capsys, "--output", "lies inside", "base weights")
+    refused([*mine, "--output", str(tmp_path / "missing/x.jsonl")], capsys, "--output", "existing folder")
+    assert tree_hashes(inputs) == before and not (inputs / "mistral/x.jsonl").exists()
+
+
+def test_evaluate_checks_its_output_and_cache_against_the_whole_chain(inputs, tmp_path, capsys):
+    before = tree_hashes(inputs)
+    task = tmp_path / "task"
+    task.mkdir()
+    (task / "task.json").write_text(json.dumps({"name": "t", "type": "hard_triples"}))
+    (task / "test.jsonl").write_text(json.dumps({"anchor": "a", "positive": "b", "negative": "c"}) + "\n")
+    evaluate = ["evaluate", "--model", str(inputs / "mntp-mistral"), "--tasks", str(task)]
+    # the MNTP output's recorded base is an input too, though only the MNTP folder was named
+    refused([*evaluate, "--output-dir", str(inputs / "mistral/report")], capsys, "--output-dir", "lies inside", "base weights")
+    refused([*evaluate, "--output-dir", str(tmp_path / "r"), "--cache-dir", str(inputs / "mntp-mistral/cache")], capsys,
+            "--cache-dir", "lies inside")
+    assert tree_hashes(inputs) == before and not (tmp_path / "r").exists()
+
+
+def test_encode_needs_overwrite_to_replace_an_existing_file(inputs, tmp_path, capsys):
+    world = World(inputs, tmp_path / "emb")
+    existing = tmp_path / "emb.npy"
+    existing.write_bytes(b"earlier embeddings")
+    refused(encode_argv(world), capsys, "--output", "--overwrite")
+    assert existing.read_bytes() == b"earlier embeddings"
+    assert main(encode_argv(world) + ["--overwrite"]) == 0
+    assert existing.read_bytes() != b"earlier embeddings"
+
+
+def test_overwriting_deletes_only_what_bg2vec_wrote(inputs, tmp_path, capsys):
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "evaluation.json").write_text("{}")  # another command's output: the folder is bg2vec's
+    (out / "analysis.py").write_text("print('mine')")
+    (out / "my-analysis").mkdir()
+    (out / "my-analysis" / "notes.txt").write_text("mine too")
+    config = write_run(tmp_path, {**training_values("mntp", World(inputs, out)), "overwrite_output_dir": True})
+    assert main(["mntp", str(config)]) == 0
+    assert (out / "analysis.py").read_text() == "print('mine')" and (out / "my-analysis" / "notes.txt").is_file()
+    assert (out / "adapter_model.safetensors").is_file() and not (out / "evaluation.json").exists()
+    (out / "later.txt").write_text("written after the run")
+    assert main(["mntp", str(config)]) == 0  # again: the record says what the first run wrote
+    assert {p.name for p in out.iterdir()} >= {"analysis.py", "my-analysis", "later.txt", "adapter_model.safetensors"}
+    capsys.readouterr()
+
+
+def test_prepare_never_replaces_what_appeared_at_its_output_while_it_ran(inputs, tmp_path, capsys, monkeypatch):
+    from datasets import DatasetDict
+
+    out = tmp_path / "blocks"
+    save = DatasetDict.save_to_disk
+
+    def someone_writes_meanwhile(self, path, **kwargs):
+        out.mkdir(exist_ok=True)
+        (out / "user.txt").write_text("a user's file")
+        return save(self, path, **kwargs)
+
+    monkeypatch.setattr(DatasetDict, "save_to_disk", someone_writes_meanwhile)
+    argv = ["prepare", str(inputs / "data/train.txt"), "--model", str(inputs / "mistral"), "--output", str(out),
+            "--max-seq-length", "16"]
+    refused(argv, capsys, "output", "meanwhile")
+    assert [p.name for p in out.iterdir()] == ["user.txt"] and (out / "user.txt").read_text() == "a user's file"
+    assert not list(tmp_path.glob(".blocks*"))
+
+
+# --- 3. concurrent runs ----------------------------------------------------------------------------------------
+
+
+HOLD_LOCK = """
+import sys, time
+from bg2vec.locks import hold_output_lock
+hold_output_lock(sys.argv[1], "output")
+open(sys.argv[2], "w").write("held")
+time.sleep(120)
+"""
+
+
+def test_a_second_run_into_a_locked_folder_is_one_line_and_a_stale_lock_is_taken_over(inputs, tmp_path, capsys):
+    out = tmp_path / "blocks"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out), str(tmp_path / "held")],
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        wait_for(tmp_path / "held", holder)
+        argv = ["prepare", str(inputs / "data/train.txt"), "--model", str(inputs / "mistral"), "--output", str(out),
+                "--max-seq-length", "16"]
+        refused(argv, capsys, "output", f"PID {holder.pid}", "is writing it")
+        assert not out.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    status = main(argv)  # the holder was killed: its lock file stays, with a PID that no longer runs
+    said = capsys.readouterr().out
+    assert status == 0 and f"stale lock of PID {holder.pid}" in said
+    assert (out / "prepare_summary.json").is_file() and not list(tmp_path.glob(".*lock"))
+
+
+def test_two_training_runs_into_one_folder(inputs, tmp_path, capsys):
+    out = tmp_path / "run"
+    values = {**training_values("mntp", World(inputs, out)), "max_steps": 400, "save_steps": 1000}
+    first = start_worker(tmp_path, ["mntp", str(write_run(tmp_path, values))], STEP_SLEEP="0.05",
+                         STEP_FILE=str(tmp_path / "step"))
+    try:
+        wait_for(tmp_path / "step", first)
+        (tmp_path / "second").mkdir()
+        second = write_run(tmp_path / "second", {**values, "lora_r": 8})
+        refused(["mntp", str(second)], capsys, "output_dir", f"PID {first.pid}")
+        refused(["mntp", str(second), "--overwrite_output_dir", "true"], capsys, "output_dir", f"PID {first.pid}")
+    finally:
+        first.kill()
+        first.communicate()
+
+
+# --- 4. resume --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def checkpointed(inputs, tmp_path_factory) -> Path:
+    """An MNTP run with checkpoints (lora_r 4, alpha 8) on mistral."""
+    folder = tmp_path_factory.mktemp("checkpointed")
+    values = {**training_values("mntp", World(inputs, folder / "run")), "max_steps": 2, "save_steps": 1, "lora_r": 4}
+    assert main(["mntp", str(write_run(folder, values))]) == 0
+    return folder / "run"
+
+
+@pytest.mark.parametrize("change, setting", [
+    ({"lora_alpha": 64}, "lora_alpha=64"),
+    ({"lora_r": 8}, "lora_r=8"),
+    ({"model_name_or_path": "{root}/llama"}, "model_name_or_path="),
+    ({"train_file": "{root}/data/three.txt"}, "train_file="),
+], ids=["lora_alpha", "lora_r", "another-base", "other-data"])
+def test_resuming_under_other_settings_names_the_setting_and_both_values(change, setting, inputs, checkpointed, tmp_path, capsys):
+    values = {**training_values("mntp", World(inputs, checkpointed)), "lora_r": 4}
+    values.update({k: v.replace("{root}", str(inputs)) if isinstance(v, str) else v for k, v in change.items()})
+    before = tree_hashes(checkpointed)
+    line = refused(["mntp", str(write_run(tmp_path, values)), "--resume"], capsys, setting, "checkpoint-2", "was trained with")
+    recorded = json.loads((checkpointed / "checkpoint-2" / "bg2vec_run.json").read_text())
+    name = setting.split("=")[0]
+    assert repr(recorded[name]) in line
+    assert tree_hashes(checkpointed) == before

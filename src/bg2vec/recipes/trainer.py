@@ -37,7 +37,9 @@ from ..models.adapters import quiet_renames
 from ..models.portable_files import portable_tokenizer_files
 from ..objectives.simcse import grad_cache_step, split_rows
 from ..encoding.model_card import write_model_card
-from .checkpoints import checkpoints, publish, resolve_checkpoint, staging_folder
+from .checkpoints import (
+    RunRecord, check_resume_matches, checkpoints, publish, resolve_checkpoint, run_record, staging_folder,
+)
 from .reporting import TrainingResult, eval_rows, format_table, plot_curves, write_metrics
 
 def lora_targets(model: nn.Module, requested: list[str] | None) -> list[str]:
@@ -210,6 +212,8 @@ def start_run(config: Any, resume: str | bool | None, log: Any) -> tuple[str | N
     hold_output_lock(config.output_dir, "output_dir", log)  # released by finish_run (or at exit)
     check_output_dir(config.output_dir, config.overwrite_output_dir, bool(resume))
     checkpoint = resolve_checkpoint(config.output_dir, resume, log)
+    if checkpoint:
+        check_resume_matches(checkpoint, run_record(config), log)
     wait_for_every_process()
     return checkpoint, run_callbacks(config)
 
@@ -221,7 +225,7 @@ def run_callbacks(config: Any) -> list[TrainerCallback]:
     from .finite_guard import FiniteGuard
 
     stop = [StopAfterSteps(config.stop_after_n_steps)] if config.stop_after_n_steps else []
-    return stop + cpu_thread_callbacks(config.cpu_threads) + [FiniteGuard(config.output_dir)]
+    return stop + cpu_thread_callbacks(config.cpu_threads) + [FiniteGuard(config.output_dir), RunRecord(run_record(config))]
 
 
 class AdapterTrainer(Trainer):
