@@ -273,3 +273,67 @@ def test_resuming_under_other_settings_names_the_setting_and_both_values(change,
     name = setting.split("=")[0]
     assert repr(recorded[name]) in line
     assert tree_hashes(checkpointed) == before
+
+
+# --- 5. custom code, cache keys, relative references --------------------------------------------------------
+
+
+CUSTOM_CODE = '''
+import pathlib
+pathlib.Path(__file__).with_name("CODE-RAN").write_text("the folder's code ran")
+from transformers import MistralConfig, MistralModel
+class CustomConfig(MistralConfig):
+    model_type = "bg2vec-custom"
+class CustomModel(MistralModel):
+    config_class = CustomConfig
+'''
+
+
+def test_custom_code_never_runs_and_is_never_asked_for(inputs, tmp_path):
+    model = tmp_path / "custom"
+    shutil.copytree(inputs / "mistral", model)
+    config = json.loads((model / "config.json").read_text())
+    config.update(model_type="bg2vec-custom", auto_map={"AutoConfig": "custom.CustomConfig", "AutoModel": "custom.CustomModel"})
+    (model / "config.json").write_text(json.dumps(config))
+    (model / "custom.py").write_text(CUSTOM_CODE)
+    argv = encode_argv(World(inputs, tmp_path / "emb"), model=str(model))
+    done = subprocess.run([sys.executable, "-m", "bg2vec.cli", *argv], input="y\ny\n", capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 2, done.stderr
+    assert_one_error_line(done.stderr, "trust_remote_code", "--trust-remote-code", str(model))
+    assert "Do you wish to run" not in done.stdout + done.stderr
+    assert not (model / "CODE-RAN").exists() and not (tmp_path / "emb.npy").exists()
+
+
+def test_a_task_name_never_becomes_a_path(inputs, tmp_path, capsys):
+    task = tmp_path / "task"
+    task.mkdir()
+    (task / "task.json").write_text(json.dumps({"name": "../../escaped", "type": "hard_triples"}))
+    (task / "test.jsonl").write_text("".join(json.dumps({"anchor": f"a{i}", "positive": f"b{i}", "negative": f"c{i}"}) + "\n"
+                                             for i in range(3)))
+    cache = tmp_path / "deep" / "cache"
+    argv = ["evaluate", "--model", str(inputs / "mistral"), "--tasks", str(task), "--output-dir", str(tmp_path / "report"),
+            "--cache-dir", str(cache)]
+    assert main(argv) == 0
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert all(cache in p.parents or p.parent in (task, tmp_path / "report") for p in written), written
+    assert len(list(cache.rglob("*.json"))) == 1
+    assert main([*argv, "--overwrite"]) == 0 and "(cached)" in capsys.readouterr().out
+
+
+def test_a_relative_record_resolves_against_its_own_folder_only(inputs, tmp_path, monkeypatch, capsys):
+    from bg2vec.models.layouts import resolve_model
+
+    moved = tmp_path / "elsewhere" / "mntp"
+    shutil.copytree(inputs / "mntp-mistral", moved)  # records its base as "../mistral": not there any more
+    assert json.loads((moved / "bg2vec_config.json").read_text())["base_model_name_or_path"] == "../mistral"
+    decoy = tmp_path / "cwd"
+    shutil.copytree(inputs / "llama", decoy / "mistral")  # same shapes, another model, at ../mistral from cwd/sub
+    (decoy / "sub").mkdir()
+    monkeypatch.chdir(decoy / "sub")
+    assert resolve_model(str(moved)).weights == str(inputs / "mistral"), "adapter_config.json's absolute record"
+    adapter_config = json.loads((moved / "adapter_config.json").read_text())
+    (moved / "adapter_config.json").write_text(json.dumps({**adapter_config, "base_model_name_or_path": "/nowhere/mistral"}))
+    line = refused(encode_argv(World(inputs, tmp_path / "emb"), model=str(moved)), capsys, "base_model_name_or_path",
+                   "'../mistral'", str(moved), "/nowhere/mistral")
+    assert "cwd" not in line and not (tmp_path / "emb.npy").exists()

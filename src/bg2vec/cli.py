@@ -181,6 +181,8 @@ def add_encode_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dim", type=int, help="keep the first DIM values (a Matryoshka prefix), then normalize if asked")
     parser.add_argument("--chunk-size", type=int, default=1024, help="rows read, encoded and written at a time [default: 1024]")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="run Python code that comes with the model (only for a model you trust) [default: off]")
 
 
 def _run_encode(args: argparse.Namespace, overrides: dict[str, str]) -> None:
@@ -195,7 +197,7 @@ def _run_encode(args: argparse.Namespace, overrides: dict[str, str]) -> None:
     started = time.time()
     encoder = Bg2Vec.from_pretrained(
         args.model, args.adapter, merge_peft=args.merge_adapter, pooling_mode=args.pooling_mode,
-        max_length=args.max_length, torch_dtype=args.torch_dtype,
+        max_length=args.max_length, torch_dtype=args.torch_dtype, trust_remote_code=args.trust_remote_code,
     )
     try:
         rows = encode_file(
@@ -230,6 +232,8 @@ def add_mining_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="texts per forward pass [default: 32]")
     parser.add_argument("--chunk-size", type=int, default=1024, help="queries scored at a time [default: 1024]")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="run Python code that comes with the model (only for a model you trust) [default: off]")
     parser.add_argument("--torch-dtype", default="auto", help="auto, float32, bfloat16 or float16 [default: auto]")
 
 
@@ -247,7 +251,8 @@ def _run_mining(args: argparse.Namespace, overrides: dict[str, str]) -> None:
     models = plan_inputs(resolve_model(args.model, args.adapter), "--model")
     check_mining_paths(args.input, args.output, args.pool, args.overwrite, models)
     started = time.time()
-    encoder = Bg2Vec.from_pretrained(args.model, args.adapter, torch_dtype=args.torch_dtype)
+    encoder = Bg2Vec.from_pretrained(args.model, args.adapter, torch_dtype=args.torch_dtype,
+                                     trust_remote_code=args.trust_remote_code)
     counts = mine_file(encoder, args.input, args.output, settings, args.pool, args.overwrite, models)
     print(f"wrote {counts['rows']:,} rows with {counts['negatives']:,} hard negatives "
           f"({counts['rows_without_negative']:,} rows found none) to {args.output} in {time.time() - started:.0f} s")
@@ -271,6 +276,8 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--torch-dtype", default="auto", help="auto, float32, bfloat16 or float16 [default: auto]")
     parser.add_argument("--cache-dir", help="result cache [default: ~/.cache/bg2vec/evaluate]")
     parser.add_argument("--no-cache", action="store_true", help="compute every score again")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="run Python code that comes with the model (only for a model you trust) [default: off]")
 
 
 def _run_evaluate(args: argparse.Namespace, overrides: dict[str, str]) -> None:

@@ -564,6 +564,7 @@ class EvaluateConfig:
     batch_size: int = _help("Texts per forward pass (halved after an out-of-memory error).", 32)
     pooling_mode: str | None = _help("Pooling, overriding the saved one.", None)
     max_length: int | None = _help("Tokens per input, overriding the saved one.", None)
+    trust_remote_code: bool = _help("Run Python code that comes with a model (only for models you trust).", False)
     torch_dtype: str = _help("auto, bfloat16, float16 or float32.", "auto")
     cache_dir: str | None = _help("Result cache; None = ~/.cache/bg2vec/evaluate ($BG2VEC_CACHE).", None)
     no_cache: bool = _help("Compute every score again (and do not store them).", False)

@@ -122,7 +122,8 @@ class Bg2Vec(nn.Module):
         folder alone (bg2vec's SimCSE output or an adapter-only `save`: its recorded base is loaded), and
         saved settings (`llm2vec_config.json`, `bg2vec_config.json`; the adapter's win over the base's).
         Arguments left at None take the saved value, else `EncoderSettings`' default. `model_kwargs`
-        (`torch_dtype`, `attn_implementation`, `device_map`, ...) go to transformers.
+        (`torch_dtype`, `attn_implementation`, `device_map`, ...) go to transformers; a model's own Python code
+        runs only with `trust_remote_code=True` (default False: refused with an error, never a prompt).
 
         >>> encoder = Bg2Vec.from_pretrained("outputs/mntp", pooling_mode="mean", torch_dtype="bfloat16")
         """
@@ -148,7 +149,8 @@ class Bg2Vec(nn.Module):
         if "device_map" not in model_kwargs and torch.cuda.is_available():
             decoder.to("cuda")
         name = plan.base_reference or plan.weights
-        return cls(decoder, load_tokenizer(plan), settings, name, chat_format_for(list(plan.names) + [name]), plan)
+        tokenizer = load_tokenizer(plan, trust_remote_code=bool(model_kwargs.get("trust_remote_code", False)))
+        return cls(decoder, tokenizer, settings, name, chat_format_for(list(plan.names) + [name]), plan)
 
     # --- encoding ------------------------------------------------------------------------------------------
 

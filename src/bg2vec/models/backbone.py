@@ -44,6 +44,7 @@ def load_model(
     """
     auto_class = AutoModelForCausalLM if with_lm_head else AutoModel
     weights = plan.weights
+    model_kwargs.setdefault("trust_remote_code", False)  # never transformers' None, which asks on stdin
     try:
         config = AutoConfig.from_pretrained(weights, **_config_kwargs(model_kwargs))
         with _lm_head_expected(auto_class, config, with_lm_head):
@@ -55,6 +56,7 @@ def load_model(
             "model_kwargs", sorted(model_kwargs), "keyword arguments transformers' from_pretrained accepts", fix=str(exc)
         ) from None
     except (OSError, ValueError, KeyError) as exc:
+        check_custom_code(exc, plan)
         raise ConfigError(
             "model_name_or_path", plan.reference, "a decoder-only model transformers can load", fix=first_line(exc)
         ) from None
@@ -158,6 +160,18 @@ def _lm_head_expected(auto_class: type, config: Any, with_lm_head: bool) -> Iter
 _UNSET = object()
 
 
+def check_custom_code(exc: BaseException, plan: ModelPlan) -> None:
+    """Raise a `ConfigError` naming `trust_remote_code` if `exc` is transformers refusing a model's own Python
+    code (a config with `auto_map`). bg2vec always passes an explicit `trust_remote_code` (False unless set), so
+    transformers never stops to ask on the terminal, and a folder's code runs only when the user said so."""
+    if "trust_remote_code" in str(exc):
+        raise ConfigError(
+            "trust_remote_code", False, "true to run the Python code that comes with the model",
+            fix=f"{plan.reference} needs its own modelling code; only if you trust it, set trust_remote_code true "
+            "(--trust-remote-code on the command line)",
+        ) from None
+
+
 def _config_kwargs(model_kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: model_kwargs[k] for k in ("cache_dir", "trust_remote_code", "revision") if k in model_kwargs}
 
@@ -201,6 +215,7 @@ def load_tokenizer(model: str | ModelPlan, cache_dir: str | None = None, trust_r
             plan.tokenizer, cache_dir=cache_dir, trust_remote_code=trust_remote_code
         )
     except (OSError, ValueError) as exc:
+        check_custom_code(exc, plan)
         raise ConfigError(
             "model_name_or_path", plan.reference, "a model with a loadable tokenizer", fix=first_line(exc)
         ) from None
@@ -217,6 +232,7 @@ def check_causal_lm(model: str | ModelPlan, cache_dir: str | None = None, trust_
             plan.weights, cache_dir=cache_dir, trust_remote_code=trust_remote_code
         )
     except (OSError, ValueError) as exc:
+        check_custom_code(exc, plan)
         raise ConfigError("model_name_or_path", plan.reference, "a model with a config.json", fix=first_line(exc)) from None
     if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not getattr(config, "auto_map", None):
         raise ConfigError(
@@ -237,5 +253,9 @@ def training_device() -> torch.device:
 
 def position_limit(plan: ModelPlan, cache_dir: str | None = None, trust_remote_code: bool = False) -> int | None:
     """The longest input the model's positions allow (`max_position_embeddings`), or None if it sets none."""
-    config = AutoConfig.from_pretrained(plan.weights, cache_dir=cache_dir, trust_remote_code=trust_remote_code)
+    try:
+        config = AutoConfig.from_pretrained(plan.weights, cache_dir=cache_dir, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        check_custom_code(exc, plan)
+        raise ConfigError("model_name_or_path", plan.reference, "a model with a config.json", fix=first_line(exc)) from None
     return getattr(config.get_text_config(), "max_position_embeddings", None)

@@ -52,6 +52,7 @@ def run_evaluate(config: EvaluateConfig, log: Callable[[str], None] = print) -> 
         log(f"model {reference}" + (f" + {config.adapter}" if config.adapter else ""))
         load = lambda reference=reference: Bg2VecMTEB(  # noqa: E731
             reference, peft_model_name_or_path=config.adapter, torch_dtype=config.torch_dtype,
+            trust_remote_code=config.trust_remote_code,
             use_instructions=config.instructions, enable_bidirectional=False if config.causal else None, **overrides,
         )
         scores = evaluate_tasks(load, tasks, cache, model_key(plan, settings), config.batch_size, log=log)
