@@ -337,3 +337,51 @@ def test_a_relative_record_resolves_against_its_own_folder_only(inputs, tmp_path
     line = refused(encode_argv(World(inputs, tmp_path / "emb"), model=str(moved)), capsys, "base_model_name_or_path",
                    "'../mistral'", str(moved), "/nowhere/mistral")
     assert "cwd" not in line and not (tmp_path / "emb.npy").exists()
+
+
+# --- 6. evaluation rows checked by task type -------------------------------------------------------------------
+
+
+def _task(folder: Path, kind: str, test, train=None, **info) -> Path:
+    folder.mkdir()
+    (folder / "task.json").write_text(json.dumps({"name": "t", "type": kind, **info}))
+    for split, rows in (("test", test), ("train", train)):
+        if rows is not None:
+            (folder / f"{split}.jsonl").write_bytes(rows if isinstance(rows, bytes) else
+                                                     "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())
+    return folder
+
+
+PAIR = {"sentence1": "а", "sentence2": "б"}
+BAD_TASKS = {
+    "retrieval positive as a string": ("retrieval", [{"query": "q", "positive": ["d"]}, {"query": "q", "positive": "abc"}],
+                                       None, ("test.jsonl:2", "positive", "list of strings")),
+    "one-label clustering": ("clustering", [{"text": f"t{i}", "label": "a"} for i in range(4)], None, ("test.jsonl", "2 labels")),
+    "one-label classification": ("classification", [{"text": "x", "label": 1}, {"text": "y", "label": 0}],
+                                 [{"text": f"t{i}", "label": 1} for i in range(4)], ("train.jsonl", "2 labels")),
+    "bare number row": ("sts", [{**PAIR, "score": 1}, 5], None, ("test.jsonl:2", "not an object")),
+    "text STS score": ("sts", [{**PAIR, "score": "high"}], None, ("test.jsonl:1", "score", "finite number")),
+    "text pair label": ("pair_classification", [{**PAIR, "label": "yes"}], None, ("test.jsonl:1", "label", "0 or 1")),
+    "bad UTF-8": ("bitext_mining", b'{"sentence1": "a", "sentence2": "b"}\n{"sentence1": "\xff"}\n', None, ("test.jsonl", "byte")),
+}
+
+
+@pytest.mark.parametrize("kind, test, train, words", BAD_TASKS.values(), ids=list(BAD_TASKS))
+def test_task_rows_are_checked_by_type(kind, test, train, words, tmp_path):
+    from bg2vec.errors import DataError
+    from bg2vec.evaluation.local_tasks import load_local_task
+
+    folder = _task(tmp_path / "task", kind, test, train)
+    with pytest.raises(DataError) as raised:
+        load_local_task(folder)
+    assert len(str(raised.value).splitlines()) == 1
+    for word in words:
+        assert word in str(raised.value)
+
+
+def test_languages_given_as_one_string_is_refused_and_mteb_names_get_a_suggestion(inputs, tmp_path, capsys):
+    folder = _task(tmp_path / "task", "hard_triples", [{"anchor": "a", "positive": "b", "negative": "c"}], languages="bul-Cyrl")
+    evaluate = ["evaluate", "--model", str(inputs / "mistral"), "--output-dir", str(tmp_path / "report")]
+    refused([*evaluate, "--tasks", str(folder)], capsys, "task.json", "languages", "list")
+    refused([*evaluate, "--tasks", "BelebeleRetrievl"], capsys, "tasks", "did you mean BelebeleRetrieval")
+    assert not (tmp_path / "report").exists()
