@@ -385,3 +385,128 @@ def test_languages_given_as_one_string_is_refused_and_mteb_names_get_a_suggestio
     refused([*evaluate, "--tasks", str(folder)], capsys, "task.json", "languages", "list")
     refused([*evaluate, "--tasks", "BelebeleRetrievl"], capsys, "tasks", "did you mean BelebeleRetrieval")
     assert not (tmp_path / "report").exists()
+
+
+# --- 7/8. corrupt files, devices, references, a full disk, interrupts ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def damaged(inputs, tmp_path_factory) -> Path:
+    """Copies of the models with one file damaged each."""
+    root = tmp_path_factory.mktemp("damaged")
+    for name, source, file in (("model", "mistral", "model.safetensors"), ("adapter", "mntp-mistral", "adapter_model.safetensors")):
+        shutil.copytree(inputs / source, root / name)
+        data = (root / name / file).read_bytes()
+        (root / name / file).write_bytes(data[: len(data) // 3])
+    shutil.copytree(inputs / "mntp-mistral", root / "config")
+    (root / "config" / "bg2vec_config.json").write_text('{"stage": "mntp", ')
+    (root / "text.gguf").write_text("this is a text file, not a GGUF model\n")
+    return root
+
+
+@pytest.mark.parametrize("command, model, words", [
+    ("encode", "model", ("model_name_or_path", "truncated", "model")),
+    ("encode", "adapter", ("peft_model_name_or_path", "truncated")),
+    ("encode", "config", ("bg2vec_config.json", "not valid JSON")),
+    ("encode", "text.gguf", ("text.gguf", "GGUF")),
+    ("encode", "org/na..me", ("org/na..me", "Hub id")),
+    ("mntp", "model", ("model_name_or_path", "truncated")),
+    ("simcse", "adapter", ("peft_model_name_or_path", "truncated")),
+    ("simcse", "config", ("bg2vec_config.json", "not valid JSON")),
+    ("evaluate", "config", ("bg2vec_config.json", "not valid JSON")),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_damaged_models_are_one_line(command, model, words, inputs, damaged, tmp_path, capsys):
+    reference = str(damaged / model) if (damaged / model).exists() else model
+    world = World(inputs, tmp_path / "out")
+    before = tree_hashes(inputs)
+    if command == "encode":
+        argv = encode_argv(world, model=reference)
+    elif command == "evaluate":
+        argv = ["evaluate", "--model", reference, "--tasks", "STS22", "--output-dir", str(world.out)]
+    else:
+        key = "peft_model_name_or_path" if command == "simcse" else "model_name_or_path"
+        argv = config_argv(command, world, {key: reference})
+    refused(argv, capsys, *words)
+    assert not world.out.exists() and not (tmp_path / "out.npy").exists()
+    assert tree_hashes(inputs) == before
+
+
+@pytest.mark.parametrize("device, words", [("gpu7", ("device='gpu7'", "cuda:N")), ("cuda:0", ("device='cuda:0'",))])
+def test_devices_this_machine_lacks_are_one_line(device, words, inputs, tmp_path, capsys):
+    if device.startswith("cuda") and torch.cuda.is_available():
+        device = f"cuda:{torch.cuda.device_count()}"
+        words = (f"device='{device}'",)
+    refused(encode_argv(World(inputs, tmp_path / "emb"), device=device), capsys, *words)
+    assert not (tmp_path / "emb.npy").exists()
+
+
+def test_a_bad_dtype_is_blamed_on_the_dtype(inputs, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(encode_argv(World(inputs, tmp_path / "emb"), torch_dtype="float64"))
+    assert exited.value.code == 2
+    assert_one_error_line(capsys.readouterr().err, "--torch-dtype", "float64")
+    refused(config_argv("mntp", World(inputs, tmp_path / "out"), {"torch_dtype": "float64"}), capsys, "torch_dtype")
+
+
+@pytest.mark.parametrize("command, target, said", [
+    ("encode", "bg2vec.encoding.files.encode_file", "no output file was written"),
+    ("evaluate", "bg2vec.recipes.evaluate.run_evaluate", "no report was written"),
+    ("prepare", "bg2vec.recipes.prepare.prepare_corpus", "no output folder was written"),
+])
+def test_ctrl_c_outside_training_says_what_it_left(command, target, said, inputs, tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(target, interrupted)
+    world = World(inputs, tmp_path / "out")
+    argv = {"encode": encode_argv(world),
+            "evaluate": ["evaluate", "--model", str(inputs / "mistral"), "--tasks", "STS22", "--output-dir", str(world.out)],
+            "prepare": ["prepare", str(inputs / "data/train.txt"), "--model", str(inputs / "mistral"), "--output", str(world.out)],
+            }[command]
+    status, err = run_cli(argv, capsys)
+    assert status == 130
+    line = err.strip().splitlines()[-1]
+    assert line == f"bg2vec {command}: interrupted; {said}" or line.startswith(f"bg2vec {command}: interrupted; {said}")
+    assert "training" not in line
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 2 MiB filesystem (tmpfs; needs root), unmounted afterwards."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)]).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def fill(disk: Path, free_kib: int) -> Path:
+    """A file that leaves about `free_kib` KiB free on `disk`."""
+    filler = disk / "filler"
+    filler.write_bytes(b"\0" * (shutil.disk_usage(disk).free - free_kib * 1024))
+    return filler
+
+
+def test_a_full_disk_while_saving_is_one_line_and_never_blocks_overwrite_or_resume(inputs, small_disk, tmp_path, capsys):
+    out = small_disk / "run"
+    values = {**training_values("mntp", World(inputs, out)), "save_steps": 1000}
+    config = write_run(tmp_path, values)
+    before = tree_hashes(inputs)
+    filler = fill(small_disk, 200)  # not even the checkpoint fits
+    assert main(["mntp", str(config)]) == 1
+    assert_one_error_line(capsys.readouterr().err, "no space left", "checkpoint-1")
+    assert not out.exists(), "the folder the run created is gone: no checkpoint made it"
+    filler.unlink()
+    filler = fill(small_disk, 540)  # the checkpoint fits (~470 KiB), the final adapter does not
+    assert main(["mntp", str(config)]) == 1
+    assert_one_error_line(capsys.readouterr().err, "no space left", "final adapter", "checkpoint-1", "--resume")
+    assert (out / "checkpoint-1" / "trainer_state.json").is_file() and not (out / "adapter_model.safetensors").exists()
+    filler.unlink()
+    shutil.copytree(out / "checkpoint-1", out / ".partial-checkpoint-3")  # as a write cut short leaves it
+    assert main(["mntp", str(config), "--resume"]) == 0
+    assert (out / "adapter_model.safetensors").is_file()
+    shutil.rmtree(out)
+    (out / ".partial-checkpoint-1").mkdir(parents=True)  # all a run that died in its first save left
+    assert main(["mntp", str(config), "--overwrite_output_dir", "true"]) == 0
+    assert tree_hashes(inputs) == before

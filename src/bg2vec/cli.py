@@ -25,6 +25,14 @@ from .locks import release_all_locks
 EXIT_BAD_INPUT = 2
 EXIT_ENVIRONMENT = 1  # the machine refused (disk full, I/O error): one line, no traceback
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
+DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
+# What Ctrl-C leaves, by command (training interrupted mid-run says where it stopped, and how to resume)
+INTERRUPTED = {
+    "encode": "interrupted; no output file was written",
+    "mine-negatives": "interrupted; no output file was written",
+    "prepare": "interrupted; no output folder was written (tokenized documents already cached are kept)",
+    "evaluate": "interrupted; no report was written (scores of tasks that finished are in the result cache)",
+}
 
 
 def _split_overrides(extra: Sequence[str], parser: argparse.ArgumentParser) -> dict[str, str]:
@@ -175,7 +183,7 @@ def add_encode_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int, help="tokens per input [default: saved, else 512]")
     parser.add_argument("--instruction", help="instruction paired with every plain text (left out of the pooling)")
     parser.add_argument("--normalize", action="store_true", help="L2-normalize the embeddings")
-    parser.add_argument("--torch-dtype", default="auto", help="auto, float32, bfloat16 or float16 [default: auto]")
+    parser.add_argument("--torch-dtype", default="auto", choices=DTYPE_CHOICES, help="weights dtype [default: auto]")
     parser.add_argument("--device", help="cpu, cuda, cuda:1..., or several (cuda:0,cuda:1): a worker process each [default: cuda if available]")
     parser.add_argument("--max-batch-tokens", type=int, help="padded tokens per forward pass (rows × longest) [default: no limit]")
     parser.add_argument("--dim", type=int, help="keep the first DIM values (a Matryoshka prefix), then normalize if asked")
@@ -189,11 +197,14 @@ def _run_encode(args: argparse.Namespace, overrides: dict[str, str]) -> None:
     from .encoding.files import check_paths, encode_file
     from .encoding.encoder import Bg2Vec
 
+    from .encoding.devices import checked_device
     from .models.layouts import resolve_model
     from .paths import plan_inputs
 
     check_paths(args.input, args.output, {"--model": args.model, "--adapter": args.adapter}, args.overwrite)
     check_paths(args.input, args.output, plan_inputs(resolve_model(args.model, args.adapter), "--model"), args.overwrite)
+    for device in [args.device] if isinstance(_devices(args.device), str) else _devices(args.device) or []:
+        checked_device(device)  # before the model loads
     started = time.time()
     encoder = Bg2Vec.from_pretrained(
         args.model, args.adapter, merge_peft=args.merge_adapter, pooling_mode=args.pooling_mode,
@@ -234,7 +245,7 @@ def add_mining_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="run Python code that comes with the model (only for a model you trust) [default: off]")
-    parser.add_argument("--torch-dtype", default="auto", help="auto, float32, bfloat16 or float16 [default: auto]")
+    parser.add_argument("--torch-dtype", default="auto", choices=DTYPE_CHOICES, help="weights dtype [default: auto]")
 
 
 def _run_mining(args: argparse.Namespace, overrides: dict[str, str]) -> None:
@@ -273,7 +284,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="texts per forward pass [default: 32; halved on out-of-memory]")
     parser.add_argument("--pooling-mode", help="override the saved pooling")
     parser.add_argument("--max-length", type=int, help="override the saved max length")
-    parser.add_argument("--torch-dtype", default="auto", help="auto, float32, bfloat16 or float16 [default: auto]")
+    parser.add_argument("--torch-dtype", default="auto", choices=DTYPE_CHOICES, help="weights dtype [default: auto]")
     parser.add_argument("--cache-dir", help="result cache [default: ~/.cache/bg2vec/evaluate]")
     parser.add_argument("--no-cache", action="store_true", help="compute every score again")
     parser.add_argument("--trust-remote-code", action="store_true",
@@ -375,7 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nbg2vec {args.command}: {_interrupted_line(exc, argv)}", file=sys.stderr)  # below a progress bar
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
-        print(f"\nbg2vec {args.command}: interrupted before training started; nothing was written", file=sys.stderr)
+        said = INTERRUPTED.get(args.command, "interrupted before training started; nothing was written")
+        print(f"\nbg2vec {args.command}: {said}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as exc:
         print(f"bg2vec {args.command}: error: {first_line(exc)}", file=sys.stderr)

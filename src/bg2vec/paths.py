@@ -3,12 +3,14 @@ a folder that is not a bg2vec output. Every check runs before anything is read o
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import ConfigError, first_line
@@ -63,6 +65,8 @@ def is_bg2vec_output(folder: Path) -> bool:
     """Whether `folder` holds a bg2vec result or a run's checkpoints (what overwriting may replace)."""
     if any((folder / marker).is_file() for marker in (*BG2VEC_OUTPUT_MARKERS, WRITTEN_RECORD)):
         return True
+    if any(child.is_dir() for child in folder.glob(".partial-checkpoint-*")):
+        return True  # a run that died (disk full, killed) while writing its first checkpoint
     return any((child / "trainer_state.json").is_file() for child in folder.glob("checkpoint-*"))
 
 
@@ -178,3 +182,28 @@ def plan_inputs(plan, prefix: str) -> dict[str, str]:
     for name in plan.names:
         paths.setdefault(f"{prefix} ({name})", name)
     return {name: value for name, value in paths.items() if value}
+
+
+DISK_FULL_WORDS = ("No space left", "file write failed", "unexpected pos", "Disk quota exceeded", "IoError")
+
+
+@contextmanager
+def disk_writes(folder: str | Path, what: str, cleanup: Callable[[], None] = lambda: None) -> Iterator[None]:
+    """Turn a failed write into `folder` on a full disk into one `OSError` line (the CLI prints it, exit 1).
+
+    torch's zip writer ("unexpected pos"), safetensors ("IoError") and tokenizers do not raise ENOSPC as an
+    OSError, so the CLI would print their tracebacks; `cleanup` removes what was half written first."""
+    try:
+        yield
+    except Exception as exc:
+        if isinstance(exc, ValueError) and type(exc).__module__.startswith("bg2vec"):
+            raise
+        path = Path(folder).absolute()
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        free = shutil.disk_usage(existing).free
+        full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or any(w in str(exc) for w in DISK_FULL_WORDS)
+        if not full and free > 16 * 2**20:
+            raise
+        cleanup()
+        raise OSError(errno.ENOSPC, f"no space left while writing {what} into {folder} ({free // 1024:,} KiB free): "
+                                    "free some space, then run again") from None

@@ -39,7 +39,7 @@ from ..models.bidirectional import is_bidirectional
 from ..errors import ConfigError
 from .finite import check_finite
 from .batching import plan_batches
-from .devices import DevicePool, embed_features
+from .devices import DevicePool, checked_device, embed_features
 from .inputs import ChatFormat, InputBuilder, ModelInput, chat_format_for, collate, eos_text_for
 from .pooling import POOLING_MODES
 
@@ -232,7 +232,7 @@ class Bg2Vec(nn.Module):
     def _devices(self, device: str | torch.device | list[str | torch.device] | None) -> list[torch.device]:
         if device is None:
             return [self.device]
-        devices = [torch.device(d) for d in (device if isinstance(device, (list, tuple)) else [device])]
+        devices = [checked_device(d) for d in (device if isinstance(device, (list, tuple)) else [device])]
         if not devices:
             raise ConfigError("device", device, "a device, a non-empty list of devices, or None")
         if len(devices) == 1:

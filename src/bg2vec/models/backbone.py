@@ -45,11 +45,12 @@ def load_model(
     auto_class = AutoModelForCausalLM if with_lm_head else AutoModel
     weights = plan.weights
     model_kwargs.setdefault("trust_remote_code", False)  # never transformers' None, which asks on stdin
+    dtype = _dtype(torch_dtype)  # a bad dtype is the dtype's error, not the model's
     try:
         config = AutoConfig.from_pretrained(weights, **_config_kwargs(model_kwargs))
         with _lm_head_expected(auto_class, config, with_lm_head):
             model = auto_class.from_pretrained(
-                weights, config=config, dtype=_dtype(torch_dtype), attn_implementation=attn_implementation, **model_kwargs
+                weights, config=config, dtype=dtype, attn_implementation=attn_implementation, **model_kwargs
             )
     except TypeError as exc:  # an unknown keyword reaches the model's __init__
         raise ConfigError(
@@ -60,6 +61,9 @@ def load_model(
         raise ConfigError(
             "model_name_or_path", plan.reference, "a decoder-only model transformers can load", fix=first_line(exc)
         ) from None
+    except Exception as exc:
+        check_damaged_file(exc, "model_name_or_path", plan.reference, weights)
+        raise
     model.config.use_cache = False  # an encoder never decodes: no KV cache in any forward
     if device is not None and "device_map" not in model_kwargs:
         model.to(device)
@@ -127,13 +131,17 @@ def _apply_adapter(decoder: nn.Module, adapter: str, plan: ModelPlan) -> nn.Modu
     try:
         with quiet_renames():
             return PeftModel.from_pretrained(decoder, adapter)
-    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+    except (RuntimeError, ValueError, KeyError, TypeError, OSError) as exc:
+        check_damaged_file(exc, "peft_model_name_or_path", adapter, adapter)
         raise ConfigError(
             "peft_model_name_or_path",
             adapter,
             f"an adapter for {plan.base_reference or plan.weights!r}",
             fix=f"PEFT could not apply it: {first_line(exc)[:200]}",
         ) from None
+    except Exception as exc:  # safetensors' own error type
+        check_damaged_file(exc, "peft_model_name_or_path", adapter, adapter)
+        raise
 
 
 @contextmanager
@@ -158,6 +166,15 @@ def _lm_head_expected(auto_class: type, config: Any, with_lm_head: bool) -> Iter
 
 
 _UNSET = object()
+
+
+def check_damaged_file(exc: BaseException, setting: str, reference: str, folder: str) -> None:
+    """Raise a `ConfigError` if `exc` is safetensors refusing a file (truncated by a copy or a full disk)."""
+    if type(exc).__name__ == "SafetensorError" or "incomplete metadata" in str(exc) or "HeaderTooSmall" in str(exc):
+        raise ConfigError(
+            setting, reference, "a model whose weight files are whole",
+            fix=f"a .safetensors file in {folder} is truncated or damaged ({first_line(exc)}): copy or download it again",
+        ) from None
 
 
 def check_custom_code(exc: BaseException, plan: ModelPlan) -> None:

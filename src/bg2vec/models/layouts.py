@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError, first_line
 from .adapters import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILES
 from .references import PYPI_PREFIX, ModelReferenceError, resolve_model_reference
 
@@ -303,8 +303,12 @@ def _hub_snapshot(hub_id: str, setting: str) -> str:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
+    from huggingface_hub.errors import HFValidationError
+
     try:
         return snapshot_download(hub_id, allow_patterns=_METADATA_PATTERNS)
+    except HFValidationError as exc:
+        raise ModelReferenceError(hub_id, "is not a valid Hub id", f"{first_line(exc)}; a Hub id is 'org/name'", setting) from None
     except (LocalEntryNotFoundError, RepositoryNotFoundError, HfHubHTTPError, OSError) as exc:
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
         fix = ("it is not in the Hugging Face cache and HF_HUB_OFFLINE is set: download it once online"
@@ -402,4 +406,13 @@ def _has_tokenizer(files: set[str]) -> bool:
 
 
 def _read_json(file: Path) -> dict[str, Any]:
-    return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
+    """A model folder's JSON file as a dict ({} if absent); a damaged one is one line naming it."""
+    if not file.is_file():
+        return {}
+    try:
+        value = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{file} is not valid JSON ({exc}); the folder is damaged: copy or save it again") from None
+    if not isinstance(value, dict):
+        raise DataError(f"{file} is not a JSON object; the folder is damaged: copy or save it again")
+    return value

@@ -32,7 +32,7 @@ from ..models.architectures import STANDARD_LORA_TARGETS, ARCHITECTURES
 from ..config import TrainingSettings
 from ..errors import ConfigError, TrainingDiverged, TrainingInterrupted, first_line
 from ..locks import hold_output_lock, release_output_lock
-from ..paths import check_apart, check_output_dir, record_written
+from ..paths import check_apart, check_output_dir, disk_writes, record_written
 from ..models.adapters import quiet_renames
 from ..models.portable_files import portable_tokenizer_files
 from ..objectives.simcse import grad_cache_step, split_rows
@@ -278,8 +278,11 @@ class AdapterTrainer(Trainer):
             shutil.rmtree(staging)  # left by a run killed while writing this step
         self.accelerator.wait_for_everyone()  # no process writes its files there before it is clean
         self._staging_root = staging
+        saved = checkpoints(run_dir)
+        last = f"; last complete checkpoint: {saved[0]}" if saved else ""
         try:
-            super()._save_checkpoint(model, trial)
+            with disk_writes(run_dir, final.name + last, cleanup=lambda: shutil.rmtree(staging, ignore_errors=True)):
+                super()._save_checkpoint(model, trial)
         finally:
             self._staging_root = None
         self.accelerator.wait_for_everyone()  # every process has written its files (rng_state_R.pth)
@@ -327,7 +330,11 @@ def finish_run(trainer: Trainer, model: nn.Module, config: Any, final: dict[str,
                data: str | None, plot_file: str, title: str, do_eval: bool, pairs: list[dict[str, Any]] | None = None) -> Any:
     """Save what the run trained and, on the main process, its description (`describe()`), model card, metrics
     (`final`: the last evaluation) and curves; return the run's `TrainingResult`."""
-    trainer.save_model(config.output_dir)
+    final_files = Path(config.output_dir) / "adapter_model.safetensors"  # a half-written one must not look finished
+    saved = checkpoints(config.output_dir)
+    what = "the final adapter" + (f" (last complete checkpoint: {saved[0]}, --resume continues it)" if saved else "")
+    with disk_writes(config.output_dir, what, cleanup=lambda: final_files.unlink(missing_ok=True)):
+        trainer.save_model(config.output_dir)
     history = trainer.state.log_history
     rows = eval_rows(history, columns)
     if trainer.is_world_process_zero():
@@ -424,8 +431,10 @@ def train(trainer: Trainer, checkpoint: str | None) -> None:
         raise TrainingInterrupted(
             trainer.state.global_step, trainer.state.max_steps, str(saved[0]) if saved else None
         ) from None
-    except TrainingDiverged:  # from the finite guard: its one line goes below the closed progress bar
+    except (TrainingDiverged, OSError):  # the guard's or a full disk's one line goes below the closed progress bar
         _close_progress_bars(trainer)
+        if not checkpoints(output_dir) and not existed and output_dir.is_dir() and trainer.is_world_process_zero():
+            shutil.rmtree(output_dir, ignore_errors=True)
         raise
 
 
