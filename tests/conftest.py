@@ -20,14 +20,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers, decoders
-from transformers import (
-    AutoModelForCausalLM,
-    Gemma3TextConfig,
-    LlamaConfig,
-    MistralConfig,
-    PreTrainedTokenizerFast,
-    Qwen2Config,
-)
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+
+from bg2vec.models.architectures import ARCHITECTURES as FAMILIES
 
 torch.set_num_threads(2)
 
@@ -43,7 +38,18 @@ CORPUS = [
     "snake_case names use the _ character between words.",
 ]
 
-ARCHITECTURES = ["mistral", "llama", "qwen2", "gemma3_text"]
+# The grid is the table of families bg2vec supports: a row added there is tested here without a second list.
+ARCHITECTURES = list(FAMILIES)
+# (family, attention implementation) pairs transformers runs: the grid for attention-level tests.
+ATTENTION_GRID = [(name, impl) for name, family in FAMILIES.items() for impl in family.attn_implementations]
+# Config fields a family needs beyond the common ones (small windows so sliding layers are exercised).
+FAMILY_CONFIG = {
+    "mistral": dict(sliding_window=None),
+    "gemma": dict(head_dim=16),
+    "gemma2": dict(head_dim=16, sliding_window=8, layer_types=["sliding_attention", "full_attention"]),
+    "gemma3_text": dict(head_dim=16, sliding_window=8, layer_types=["sliding_attention", "full_attention"]),
+    "qwen3": dict(head_dim=16),
+}
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
@@ -79,15 +85,7 @@ def tiny_config(model_type: str, vocab_size: int, bos: int, eos: int):
         eos_token_id=eos,
         tie_word_embeddings=False,
     )
-    if model_type == "mistral":
-        return MistralConfig(**common, sliding_window=None)
-    if model_type == "llama":
-        return LlamaConfig(**common)
-    if model_type == "qwen2":
-        return Qwen2Config(**common)
-    if model_type == "gemma3_text":
-        return Gemma3TextConfig(**common, head_dim=16, sliding_window=8, layer_types=["sliding_attention", "full_attention"])
-    raise ValueError(model_type)
+    return AutoConfig.for_model(model_type, **common, **FAMILY_CONFIG.get(model_type, {}))
 
 
 @pytest.fixture(scope="session")

@@ -160,9 +160,9 @@ def test_invalid_utf8_names_file_and_byte_offset(tmp_path, monkeypatch):
 def test_bad_files_are_one_line_errors(tmp_path):
     with pytest.raises(ConfigError, match="inputs='.*missing.txt'.*check the path"):
         read(tmp_path, tmp_path / "missing.txt")
-    with pytest.raises(DataError, match="r.jsonl: line 2 is not valid JSON"):
+    with pytest.raises(DataError, match="r.jsonl:2 is not JSON"):
         read(tmp_path, write(tmp_path / "r.jsonl", '{"text": "a"}\n{"text": \n'))
-    with pytest.raises(DataError, match="r2.jsonl: line 1: field 'text' holds a int"):
+    with pytest.raises(DataError, match="r2.jsonl:1: field 'text' holds a int"):
         read(tmp_path, write(tmp_path / "r2.jsonl", '{"text": 3}\n'))
     with pytest.raises(DataError, match="x.parquet: not a readable Parquet file"):
         read(tmp_path, write(tmp_path / "x.parquet", "not parquet"))

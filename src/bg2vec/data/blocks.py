@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
-from datasets import Dataset, DatasetDict, Features, List, Value, load_dataset, load_from_disk
+from datasets import Dataset, DatasetDict, Features, List, Value, load_dataset
 from datasets.arrow_writer import ArrowWriter
 from datasets.fingerprint import Hasher
 from datasets.utils import tqdm
@@ -29,9 +29,9 @@ from transformers import PreTrainedTokenizerBase
 
 from ..errors import ConfigError, DataError
 from ..paths import CORPUS_CACHE, default_cache_dir
+from .choices import REMAINDER_POLICIES
 from .corpus import read_corpus
-
-REMAINDER_POLICIES = ("drop", "keep")  # what happens to each group's last, short block
+from .saved_datasets import load_saved_splits
 
 GROUP_BATCH_SIZE = 1000
 STREAM_BATCH_DOCUMENTS = 10_000
@@ -299,16 +299,7 @@ def tokenize_and_group(
 
 def load_blocks(dataset_path: str, validation_split_percentage: int) -> DatasetDict:
     """A `save_to_disk` dataset of token blocks (e.g. Bg2Vec's `grouped_512`) as train/validation splits."""
-    if not Path(dataset_path).exists():
-        raise ConfigError("dataset_path", dataset_path, "a folder written by datasets' save_to_disk")
-    try:
-        loaded = load_from_disk(dataset_path)
-    except (FileNotFoundError, ValueError) as exc:
-        raise ConfigError("dataset_path", dataset_path, "a folder written by datasets' save_to_disk", fix=str(exc)) from None
-    if isinstance(loaded, Dataset):
-        loaded = DatasetDict({"train": loaded})
-    if "train" not in loaded:
-        raise DataError(f"dataset_path={dataset_path!r} has splits {list(loaded)}; expected a 'train' split")
+    loaded = load_saved_splits(dataset_path, "dataset_path")
     for name, split in loaded.items():
         if "input_ids" not in split.column_names:
             raise DataError(

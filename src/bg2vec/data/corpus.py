@@ -27,23 +27,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
-from datasets import Dataset, DatasetDict, Features, Value, load_dataset, load_from_disk
+from datasets import Dataset, DatasetDict, Features, Value, load_dataset
 from datasets.arrow_writer import ArrowWriter
 from datasets.fingerprint import Hasher
 from datasets.utils import tqdm
 
 from ..errors import ConfigError, DataError
-from .text_files import (
-    COMPRESSION_SUFFIXES,
-    UTF8_ERRORS,
-    TextStream,
-    lines_with_ends,
-    split_documents,
-    starts_with_json_object,
-)
+from .choices import DOCUMENT_UNITS, INPUT_FORMATS, UTF8_ERRORS
+from .saved_datasets import load_saved
+from .text_files import COMPRESSION_SUFFIXES, TextStream, json_lines, lines_with_ends, split_documents, starts_with_json_object
 
-INPUT_FORMATS = ("auto", "text", "jsonl", "csv", "tsv", "parquet")  # auto: by suffix, else by content
-DOCUMENT_UNITS = ("line", "paragraph", "file")  # what one document of a .txt file is
 HUB_PREFIX = "hub:"
 READER_VERSION = 1  # part of every cache key: bump when reading or normalisation changes
 WRITE_BATCH_BYTES = 8 << 20
@@ -150,7 +143,7 @@ def find_sources(
                 setting, name, "existing files or folders, or hub:NAME for a Hub dataset", fix="check the path"
             )
         if path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists()):
-            sources.append(Source(name, "saved", _load_saved(path, dataset_split, setting)))
+            sources.append(Source(name, "saved", _pick_split(load_saved(path, setting), dataset_split, str(path))))
         elif path.is_dir():
             files = sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p.relative_to(path)))
             if not files:
@@ -228,39 +221,29 @@ def _read_source(
 
 def _jsonl_texts(chunks: Iterable[str], source: Source, text_column: str) -> Iterator[pa.Array]:
     """The `text_column` field of each JSON object, one per line; wikiextractor's empty articles skipped."""
-    line_number = 0
     first = True
-    for lines in split_documents(chunks, "line"):
-        texts = []
-        for line in lines:
-            line_number += 1
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(
-                    f"{source.name}: line {line_number} is not valid JSON ({exc.msg}); fix or remove it"
-                ) from None
-            if not isinstance(record, dict):
-                kind = type(record).__name__
-                raise DataError(f"{source.name}: line {line_number} holds a JSON {kind}, not an object")
-            if first:
-                first = False
-                _check_column(text_column, list(record), source.name, "fields")
-                if WIKIEXTRACTOR_FIELDS <= record.keys():
-                    source.format = source.stats["format"] = "wikiextractor"
-            value = record.get(text_column)
-            if value is not None and not isinstance(value, str):
-                raise DataError(
-                    f"{source.name}: line {line_number}: field {text_column!r} holds a {type(value).__name__}, not text"
-                )
-            if source.format == "wikiextractor" and not (value or "").strip():
-                source.stats["empty_articles"] += 1  # wikiextractor writes redirects as empty articles
-                continue
-            texts.append(value)
-        if texts:
+    texts: list[str | None] = []
+    for line_number, record in json_lines(lines_with_ends(chunks), source.name):
+        if not isinstance(record, dict):
+            kind = type(record).__name__
+            raise DataError(f"{source.name}:{line_number} holds a JSON {kind}, not an object")
+        if first:
+            first = False
+            _check_column(text_column, list(record), source.name, "fields")
+            if WIKIEXTRACTOR_FIELDS <= record.keys():
+                source.format = source.stats["format"] = "wikiextractor"
+        value = record.get(text_column)
+        if value is not None and not isinstance(value, str):
+            raise DataError(f"{source.name}:{line_number}: field {text_column!r} holds a {type(value).__name__}, not text")
+        if source.format == "wikiextractor" and not (value or "").strip():
+            source.stats["empty_articles"] += 1  # wikiextractor writes redirects as empty articles
+            continue
+        texts.append(value)
+        if len(texts) == DATASET_BATCH_ROWS:
             yield pa.array(texts, pa.string())
+            texts = []
+    if texts:
+        yield pa.array(texts, pa.string())
 
 
 def _csv_texts(chunks: Iterable[str], source: Source, text_column: str) -> Iterator[pa.Array]:
@@ -306,14 +289,6 @@ def _dataset_texts(source: Source, text_column: str) -> Iterator[pa.Array]:
         for table in rows.iter(batch_size=DATASET_BATCH_ROWS):
             bar.update(table.num_rows)
             yield table.column(0).combine_chunks()
-
-
-def _load_saved(path: Path, split: str, setting: str) -> Dataset:
-    try:
-        loaded = load_from_disk(str(path))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(setting, str(path), "a folder written by save_to_disk", fix=_first_line(exc)) from None
-    return _pick_split(loaded, split, str(path))
 
 
 def _load_hub(name: str, config_name: str | None, split: str, setting: str) -> Dataset:

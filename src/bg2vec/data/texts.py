@@ -23,12 +23,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from datasets import Dataset, DatasetDict, Features, List, Value, load_from_disk
+from datasets import Dataset, DatasetDict, Features, List, Value
 from datasets.fingerprint import Hasher
 from transformers import PreTrainedTokenizerBase
 
 from .blocks import TextSource, load_raw_text, split_off_validation, text_column_of, tokenizer_fingerprint
 from ..errors import ConfigError, DataError
+from .saved_datasets import load_saved_splits
 
 WIKI1M = "wiki1m"  # llm2vec's name for a one-text-per-line file given as dataset_file_path
 PAIR_SCORE_COLUMNS = ("score", "label", "similarity", "gold")
@@ -235,18 +236,7 @@ def _check_file(setting: str, path: str) -> None:
 
 def _load_saved(dataset_path: str) -> DatasetDict:
     """A `save_to_disk` dataset of texts or token ids, as train (+ validation) splits."""
-    if not Path(dataset_path).exists():
-        raise ConfigError("dataset_path", dataset_path, "a folder written by datasets' save_to_disk")
-    try:
-        loaded = load_from_disk(dataset_path)
-    except (FileNotFoundError, ValueError) as exc:
-        raise ConfigError(
-            "dataset_path", dataset_path, "a folder written by datasets' save_to_disk", fix=str(exc)
-        ) from None
-    if isinstance(loaded, Dataset):
-        loaded = DatasetDict({"train": loaded})
-    if "train" not in loaded:
-        raise DataError(f"dataset_path={dataset_path!r} has splits {list(loaded)}; expected a 'train' split")
+    loaded = load_saved_splits(dataset_path, "dataset_path")
     return DatasetDict({name: loaded[name] for name in ("train", "validation") if name in loaded})
 
 

@@ -14,13 +14,13 @@ come from the same task.
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, DataError, first_line
-from .text_files import TextStream, lines_with_ends
+from .saved_datasets import load_saved
+from .text_files import read_json_lines
 
 # llm2vec 0.2.3's E5_EMBEDDING_PROMPTS (llm2vec/dataset/E5Data.py): the instruction of each E5 dataset.
 E5_INSTRUCTIONS: dict[str, str | tuple[str, str]] = {
@@ -89,12 +89,15 @@ def read_triples(path: str | Path, setting: str = "train_file") -> TripleData:
 
 def _from_dataset(path: str, setting: str) -> TripleData:
     """Rows of a saved or Hub dataset (train split): query, positive, [negative, instruction, dataset] columns."""
-    from datasets import DatasetDict, load_dataset, load_from_disk
+    from datasets import DatasetDict, load_dataset
 
-    try:
-        loaded = load_dataset(path[len(HUB_PREFIX):]) if path.startswith(HUB_PREFIX) else load_from_disk(path)
-    except (OSError, ValueError, FileNotFoundError) as exc:
-        raise ConfigError(setting, path, "a readable save_to_disk folder or a reachable hub:NAME", fix=first_line(exc)) from None
+    if path.startswith(HUB_PREFIX):
+        try:
+            loaded = load_dataset(path[len(HUB_PREFIX):])
+        except (OSError, ValueError) as exc:
+            raise ConfigError(setting, path, "a reachable hub:NAME dataset", fix=first_line(exc)) from None
+    else:
+        loaded = load_saved(path, setting)
     table = loaded["train"] if isinstance(loaded, DatasetDict) else loaded
     missing = [c for c in ("query", "positive") if c not in table.column_names]
     if missing:
@@ -114,26 +117,19 @@ def _from_dataset(path: str, setting: str) -> TripleData:
 
 def _read_file(file: Path, dataset: str) -> list[Triple]:
     rows = []
-    with TextStream(str(file)) as stream:
-        for number, line in enumerate(lines_with_ends(stream), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{file}:{number} is not JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("query"), str) or not isinstance(row.get("positive"), str):
-                raise DataError(f'{file}:{number} needs "query" and "positive" strings (and may have "negative", "instruction")')
-            negatives = row.get("negative", [])
-            negatives = [negatives] if isinstance(negatives, str) else negatives
-            if not isinstance(negatives, list) or not all(isinstance(n, str) for n in negatives):
-                raise DataError(f'{file}:{number}: "negative" must be a string or a list of strings')
-            instruction = row.get("instruction")
-            if instruction is None:
-                instruction = _e5_instruction(dataset, len(rows))
-            elif not isinstance(instruction, str):
-                raise DataError(f'{file}:{number}: "instruction" must be a string, not {type(instruction).__name__}')
-            rows.append(Triple(row["query"], row["positive"], tuple(negatives), instruction, dataset))
+    for number, row in read_json_lines(file):
+        if not isinstance(row, dict) or not isinstance(row.get("query"), str) or not isinstance(row.get("positive"), str):
+            raise DataError(f'{file}:{number} needs "query" and "positive" strings (and may have "negative", "instruction")')
+        negatives = row.get("negative", [])
+        negatives = [negatives] if isinstance(negatives, str) else negatives
+        if not isinstance(negatives, list) or not all(isinstance(n, str) for n in negatives):
+            raise DataError(f'{file}:{number}: "negative" must be a string or a list of strings')
+        instruction = row.get("instruction")
+        if instruction is None:
+            instruction = _e5_instruction(dataset, len(rows))
+        elif not isinstance(instruction, str):
+            raise DataError(f'{file}:{number}: "instruction" must be a string, not {type(instruction).__name__}')
+        rows.append(Triple(row["query"], row["positive"], tuple(negatives), instruction, dataset))
     return rows
 
 

@@ -14,7 +14,6 @@ device, started once and kept for later calls until `stop_pool()` (`devices.py`)
 
 from __future__ import annotations
 
-import json
 import sys
 import warnings
 from dataclasses import asdict, dataclass, replace
@@ -27,21 +26,19 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._version import __version__
 from .model_card import write_model_card
 from ..models.adapters import portable_adapter_config
 from ..models.portable_files import portable_model_config, portable_tokenizer_files
 from ..models.backbone import load_model, load_tokenizer, merged_state_dict
-from ..models.layouts import (
-    BG2VEC_CONFIG_FILE, LLM2VEC_CONFIG_FILE, ModelPlan, portable_reference, recorded_reference, resolve_model,
-)
+from ..models.layouts import ModelPlan, portable_reference, recorded_reference, resolve_model
+from ..models.saved_outputs import describe, write_description
 from ..models.bidirectional import is_bidirectional
 from ..errors import ConfigError
 from .finite import check_finite
 from .batching import plan_batches
 from .devices import DevicePool, checked_device, embed_features
 from .inputs import ChatFormat, InputBuilder, ModelInput, chat_format_for, collate, eos_text_for
-from .pooling import POOLING_MODES
+from .choices import POOLING_MODES, check_dims
 
 
 
@@ -66,17 +63,6 @@ class EncoderSettings:
             raise ConfigError("skip_instruction", self.skip_instruction, "true or false")
         if self.matryoshka_dims is not None:
             check_dims(self.matryoshka_dims)
-
-
-LLM2VEC_SETTING_KEYS = ("pooling_mode", "max_length", "doc_max_length", "skip_instruction")
-
-
-def check_dims(dims: Any, setting: str = "matryoshka_dims") -> list[int]:
-    """Matryoshka dims: distinct positive whole numbers."""
-    if not isinstance(dims, (list, tuple)) or not dims or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims) \
-            or len(set(dims)) != len(dims):
-        raise ConfigError(setting, dims, "a list of distinct positive whole numbers, e.g. [768, 512, 256, 128, 64]")
-    return list(dims)
 
 
 class Bg2Vec(nn.Module):
@@ -303,35 +289,26 @@ class Bg2Vec(nn.Module):
         if adapter_only:
             recorded = recorded_reference(description["base_model_name_or_path"], path)
             portable_adapter_config(path, portable_reference(recorded))  # absolute where local
-        # llm2vec passes every key of this file to its constructor: only the four it knows
-        llm2vec_settings = {k: v for k, v in asdict(self.settings).items() if k in LLM2VEC_SETTING_KEYS}
-        (path / LLM2VEC_CONFIG_FILE).write_text(json.dumps(llm2vec_settings, indent=2), encoding="utf-8")
-        (path / BG2VEC_CONFIG_FILE).write_text(json.dumps(description, indent=2), encoding="utf-8")
-        write_model_card(path, description)
+        write_description(path, description, llm2vec=True)
+        write_model_card(path)  # from the file just written
 
     def description(self, adapter_only: bool = False, output_path: str | Path = ".") -> dict[str, Any]:
         """What bg2vec_config.json says about this encoder: versions, base model, attention, pooling. With
         `adapter_only`, the model under the adapter (as in a SimCSE output: base and MNTP adapter), recorded
         relative to `output_path` where local."""
-        import peft
-        import transformers
-
         model, adapter = (self.plan.under if self.plan and self.plan.under else None) or (self.name_or_path, None)
         if not adapter_only:
             model, adapter = self.name_or_path, None
-        return {
-            "bg2vec_version": __version__,
-            "format_version": 1,
-            "stage": "encoder",
-            "base_model_name_or_path": portable_reference(model, output_path) if model else None,
-            "mntp_adapter": portable_reference(adapter, output_path) if adapter else None,
-            "adapter": "separate" if adapter_only else None,
-            "language": list(self.plan.language) if self.plan and self.plan.language else None,
-            "bidirectional": is_bidirectional(self.model),
+        return describe(
+            "encoder",
+            base_model_name_or_path=portable_reference(model, output_path) if model else None,
+            mntp_adapter=portable_reference(adapter, output_path) if adapter else None,
+            adapter="separate" if adapter_only else None,
+            language=list(self.plan.language) if self.plan and self.plan.language else None,
+            bidirectional=is_bidirectional(self.model),
             **asdict(self.settings),
-            "chat_format": asdict(self.chat_format) if self.chat_format else None,
-            "versions": {"transformers": transformers.__version__, "peft": peft.__version__, "torch": torch.__version__},
-        }
+            chat_format=asdict(self.chat_format) if self.chat_format else None,
+        )
 
 
 def save_merged_model(model: nn.Module, path: Path) -> None:

@@ -32,6 +32,7 @@ from safetensors.torch import save_file
 from .encoder import Bg2Vec, save_merged_model
 from ..errors import ConfigError
 from ..models.portable_files import portable_tokenizer_files
+from ..models.saved_outputs import write_description
 
 ST_POOLING = {"mean": "mean", "weighted_mean": "weightedmean", "last_token": "lasttoken", "bos_token": "cls"}
 
@@ -51,7 +52,7 @@ def export_sentence_transformers(
     path.mkdir(parents=True, exist_ok=True)
     save_merged_model(encoder.model, path)
     _save_right_padded(encoder.tokenizer, path)
-    (path / "bg2vec_config.json").write_text(json.dumps(encoder.description(), indent=2), encoding="utf-8")
+    write_description(path, {**encoder.description(), "stage": "export"})
 
     hidden = encoder.model.get_input_embeddings().weight.shape[1]
     modules = [_module(0, "", "Transformer")]

@@ -10,7 +10,6 @@ appears under its name only once complete.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .encoder import Bg2Vec
-from ..data.text_files import TextStream, lines_with_ends
+from ..data.text_files import TextStream, lines_with_ends, read_json_lines
 from ..errors import ConfigError, DataError
 from ..paths import check_apart, check_creatable
 
@@ -66,14 +65,12 @@ def count_rows(path: Path) -> int:
 
 def read_chunks(path: Path, chunk_size: int, instruction: str | None = None) -> Iterator[list[Any]]:
     """Lists of up to `chunk_size` sentences (texts, or [instruction, text] pairs) in file order."""
+    if path.suffix == ".txt":
+        sentences: Iterator[Any] = (line.rstrip("\r\n") for line in _lines(path))
+    else:
+        sentences = (_json_sentence(value, path, number) for number, value in read_json_lines(path))
     chunk: list[Any] = []
-    for number, line in enumerate(_lines(path), start=1):
-        if path.suffix == ".txt":
-            sentence: Any = line.rstrip("\r\n")
-        elif not line.strip():
-            continue
-        else:
-            sentence = _json_sentence(line, path, number)
+    for sentence in sentences:
         if instruction and isinstance(sentence, str):
             sentence = [instruction, sentence]
         chunk.append(sentence)
@@ -84,11 +81,7 @@ def read_chunks(path: Path, chunk_size: int, instruction: str | None = None) -> 
         yield chunk
 
 
-def _json_sentence(line: str, path: Path, number: int) -> Any:
-    try:
-        value = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{number} is not JSON ({exc.msg}); each line must be one JSON value") from None
+def _json_sentence(value: Any, path: Path, number: int) -> Any:
     if isinstance(value, dict):
         if not isinstance(value.get("text"), str):
             raise DataError(f'{path}:{number} has no "text" string; objects need "text" (and may have "instruction")')

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-POOLING_MODES = ("mean", "weighted_mean", "eos_token", "last_token", "bos_token")
+from .choices import POOLING_MODES
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.text_files import read_json_lines
 from ..errors import ConfigError, DataError
 
 TASK_FILE = "task.json"
@@ -169,29 +170,20 @@ assert {kind: tuple(rules) for kind, rules in ROW_RULES.items()} == TASK_TYPES
 
 def _read_rows(path: Path, rules: dict[str, Any]) -> list[dict[str, Any]]:
     """The rows of a JSON-lines file, each checked against `rules`; the first bad one is named by file:line."""
-    from ..data.text_files import TextStream, lines_with_ends
-
     if not path.is_file():
         raise DataError(f"{path} is missing: the task's type needs it")
     rows = []
-    with TextStream(str(path)) as stream:  # the data layer's reader: a bad UTF-8 byte is named by its offset
-        for number, line in enumerate(lines_with_ends(stream), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{number} is not JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{number} is {type(row).__name__} {row!r}, not an object; rows need {', '.join(rules)}")
-            missing = [name for name in rules if name not in row]
-            if missing:
-                raise DataError(f"{path}:{number} lacks {', '.join(missing)}; rows need {', '.join(rules)}")
-            for name, check in rules.items():
-                problem = check(row[name])
-                if problem:
-                    raise DataError(f"{path}:{number}: {name!r} must be {problem}")
-            rows.append(row)
+    for number, row in read_json_lines(path):  # the data layer's reader: FILE:LINE, byte offsets for bad UTF-8
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{number} is {type(row).__name__} {row!r}, not an object; rows need {', '.join(rules)}")
+        missing = [name for name in rules if name not in row]
+        if missing:
+            raise DataError(f"{path}:{number} lacks {', '.join(missing)}; rows need {', '.join(rules)}")
+        for name, check in rules.items():
+            problem = check(row[name])
+            if problem:
+                raise DataError(f"{path}:{number}: {name!r} must be {problem}")
+        rows.append(row)
     if not rows:
         raise DataError(f"{path} holds no rows")
     return rows

@@ -21,6 +21,8 @@ class Architecture:
     # Text that llm2vec appends (verbatim, after the text's trailing whitespace is stripped) for `eos_token`
     # pooling, so outputs match its embeddings. Used only if the tokenizer knows it as one token.
     eos_text: str = " </s>"
+    # Attention implementations transformers runs for this family (tests cross each with the family).
+    attn_implementations: tuple[str, ...] = ("eager", "sdpa")
     notes: str = ""
 
 
@@ -31,7 +33,8 @@ ARCHITECTURES: dict[str, Architecture] = {
         Architecture("llama", notes="Llama 2/3, Sheared-LLaMA, SmolLM2."),
         Architecture("qwen2", eos_text="<|endoftext|>", notes="llm2vec's Qwen2 stayed causal; ours does not."),
         Architecture("gemma", eos_text="<eos>"),
-        Architecture("gemma2", eos_text="<eos>"),
+        Architecture("gemma2", eos_text="<eos>", attn_implementations=("eager",),
+                     notes="Attention logit soft-capping: transformers 5 refuses sdpa for it."),
         Architecture("gemma3_text", eos_text="<eos>", notes="Sliding-window layers become bidirectional windows."),
         Architecture("qwen3", eos_text="<|endoftext|>"),
     )

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel
 
 from ..errors import ConfigError, first_line
 from .adapters import quiet_renames
@@ -33,12 +33,14 @@ def load_model(
     torch_dtype: str | torch.dtype = "auto",
     attn_implementation: str | None = None,
     device: str | torch.device | None = None,
+    model_config: PretrainedConfig | None = None,
     **model_kwargs: Any,
 ) -> PreTrainedModel | nn.Module:
     """The model `plan` describes: the decoder (a `PeftModel` while the last adapter is kept unmerged), or
     with `with_lm_head` the causal LM around it (every adapter merged). `model_kwargs` go to transformers.
     With `device`, the weights move there right after loading, so adapters merge and the bidirectional check
-    runs there (on a GPU, milliseconds; FlashAttention-2 kernels run only there).
+    runs there (on a GPU, milliseconds; FlashAttention-2 kernels run only there). `model_config`: the base's
+    config as `read_model_config` gave it (a run reads config.json once), else read here.
 
     >>> decoder = load_model(resolve_model("outputs/simcse"), torch_dtype="bfloat16")
     """
@@ -47,7 +49,7 @@ def load_model(
     model_kwargs.setdefault("trust_remote_code", False)  # never transformers' None, which asks on stdin
     dtype = _dtype(torch_dtype)  # a bad dtype is the dtype's error, not the model's
     try:
-        config = AutoConfig.from_pretrained(weights, **_config_kwargs(model_kwargs))
+        config = model_config or AutoConfig.from_pretrained(weights, **_config_kwargs(model_kwargs))
         with _lm_head_expected(auto_class, config, with_lm_head):
             model = auto_class.from_pretrained(
                 weights, config=config, dtype=dtype, attn_implementation=attn_implementation, **model_kwargs
@@ -238,27 +240,27 @@ def load_tokenizer(model: str | ModelPlan, cache_dir: str | None = None, trust_r
         ) from None
 
 
-def check_causal_lm(model: str | ModelPlan, cache_dir: str | None = None, trust_remote_code: bool = False) -> ModelPlan:
-    """Fail fast (before data processing) unless the base is a decoder transformers loads as a causal LM.
-    Returns the plan, so callers resolve the reference once."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    plan = model if isinstance(model, ModelPlan) else resolve_model(model)
+def read_model_config(plan: ModelPlan, cache_dir: str | None = None, trust_remote_code: bool = False) -> PretrainedConfig:
+    """The base weights' config.json, read once per run and handed to `check_causal_lm`, `position_limit` and
+    `load_model`."""
     try:
-        config = AutoConfig.from_pretrained(
-            plan.weights, cache_dir=cache_dir, trust_remote_code=trust_remote_code
-        )
+        return AutoConfig.from_pretrained(plan.weights, cache_dir=cache_dir, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         check_custom_code(exc, plan)
         raise ConfigError("model_name_or_path", plan.reference, "a model with a config.json", fix=first_line(exc)) from None
-    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not getattr(config, "auto_map", None):
+
+
+def check_causal_lm(model_config: PretrainedConfig, reference: str) -> None:
+    """Fail fast (before data processing) unless the base is a decoder transformers loads as a causal LM."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if model_config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not getattr(model_config, "auto_map", None):
         raise ConfigError(
             "model_name_or_path",
-            plan.reference,
-            f"a decoder-only causal LM, not model_type '{config.model_type}'",
+            reference,
+            f"a decoder-only causal LM, not model_type '{model_config.model_type}'",
             fix="use a decoder such as Mistral, Llama, Qwen2 or Gemma 3",
         )
-    return plan
 
 
 def training_device() -> torch.device:
@@ -268,11 +270,6 @@ def training_device() -> torch.device:
     return torch.device("cpu")
 
 
-def position_limit(plan: ModelPlan, cache_dir: str | None = None, trust_remote_code: bool = False) -> int | None:
+def position_limit(model_config: PretrainedConfig) -> int | None:
     """The longest input the model's positions allow (`max_position_embeddings`), or None if it sets none."""
-    try:
-        config = AutoConfig.from_pretrained(plan.weights, cache_dir=cache_dir, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:
-        check_custom_code(exc, plan)
-        raise ConfigError("model_name_or_path", plan.reference, "a model with a config.json", fix=first_line(exc)) from None
-    return getattr(config.get_text_config(), "max_position_embeddings", None)
+    return getattr(model_config.get_text_config(), "max_position_embeddings", None)

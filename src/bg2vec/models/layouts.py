@@ -17,27 +17,30 @@ the tokenizer. The layouts, told apart by their files (never by their names):
 | `sentence-transformers` | modules.json | `export_sentence_transformers` output | its Transformer folder |
 
 References recorded inside a folder are read as the user gave them: a Hub id, a `pypi:` alias, or a local path,
-relative to that folder (absolute paths, as older outputs wrote them, work too).
+relative to that folder (absolute paths, as older outputs wrote them, work too). Within one `resolve_model` call
+each reference is looked up, and each file read, once: a chain names its base and adapters several times.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, DataError, first_line
+from ..errors import ConfigError, first_line
 from .adapters import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILES
 from .references import PYPI_PREFIX, ModelReferenceError, resolve_model_reference
+from .saved_outputs import (
+    BG2VEC_CONFIG_FILE, CONTRASTIVE_STAGES, LLM2VEC_CONFIG_FILE, STAGES, TRAINING_STAGES, read_description, read_json,
+)
 
-BG2VEC_CONFIG_FILE = "bg2vec_config.json"
-LLM2VEC_CONFIG_FILE = "llm2vec_config.json"
 ST_MODULES_FILE = "modules.json"
 ENCODER_SETTING_KEYS = ("pooling_mode", "max_length", "doc_max_length", "skip_instruction", "bidirectional", "matryoshka_dims")
-CONTRASTIVE_STAGES = ("simcse", "supervised")  # an adapter over base + MNTP chain, loaded alone
-TRAINING_STAGES = ("mntp", *CONTRASTIVE_STAGES)  # their max_length is the training cut; encoders read 512 (llm2vec)
 LAYOUTS = {
     "base": "config.json + model weights (a plain decoder)",
     "base+adapter": "config.json + adapter_config.json (llm2vec MNTP output, McGill *-mntp)",
@@ -85,6 +88,11 @@ def resolve_model(reference: str, adapter: str | None = None) -> ModelPlan:
     >>> resolve_model("outputs/simcse").merged   # the MNTP adapter, merged before the SimCSE one is applied
     ('/work/outputs/mntp',)
     """
+    with _one_lookup_each():
+        return _resolve(reference, adapter)
+
+
+def _resolve(reference: str, adapter: str | None) -> ModelPlan:
     plan = _plan(reference, setting="model_name_or_path", depth=0)
     if adapter is None:
         return plan
@@ -192,12 +200,16 @@ def portable_reference(reference: str, output_dir: str | Path | None = None) -> 
 
 
 def _plan(reference: str, setting: str, depth: int) -> ModelPlan:
+    return _memo(("plan", reference), lambda: _read_plan(reference, setting, depth))
+
+
+def _read_plan(reference: str, setting: str, depth: int) -> ModelPlan:
     if depth > 8:
         raise ConfigError(setting, reference, "a chain of at most 8 recorded models", fix="the records form a loop")
     folder = _inspectable(reference, setting)
     files = {p.name for p in folder.iterdir()} if folder is not None else set()
     layout = _layout(reference, folder, files, setting)
-    description = _read_json(folder / BG2VEC_CONFIG_FILE) if folder else {}
+    description = _description(folder) if folder else {}
     settings = _saved_settings(folder) if folder else {}
     source = _loadable(reference, folder)
     tokenizer = str(folder) if _has_tokenizer(files) else None  # a Hub repo's: already in its snapshot
@@ -253,20 +265,21 @@ def _recorded_model(
             setting, reference, "a model, or an adapter folder that records its base model",
             fix="pass base_model_name_or_path=<the base model> and peft_model_name_or_path=<this folder>",
         )
-    mntp = description.get("mntp_adapter") if layout in ("bg2vec-simcse", "bg2vec-supervised", "bg2vec-encoder") else None
+    stage = STAGES.get(description.get("stage", ""))
+    mntp = description.get("mntp_adapter") if stage and stage.records_mntp else None
     if mntp:
         mntp = recorded_reference(mntp, folder)
-        return resolve_model(base, mntp), (base, mntp)
+        return _resolve(base, mntp), (base, mntp)
     return _plan(base, setting, depth + 1), (base, None)
 
 
 def _layout(reference: str, folder: Path | None, files: set[str], setting: str) -> str:
     if folder is None:  # a .gguf file or pypi: alias: converted into a base folder
         return "base"
-    stage = _read_json(folder / BG2VEC_CONFIG_FILE).get("stage")
+    stage = _description(folder).get("stage")
     if ST_MODULES_FILE in files:
         return "sentence-transformers"
-    if stage in ("mntp", *CONTRASTIVE_STAGES, "encoder"):
+    if f"bg2vec-{stage}" in LAYOUTS:
         return f"bg2vec-{stage}"
     has_adapter = ADAPTER_CONFIG_FILE in files and any(name in files for name in ADAPTER_WEIGHTS_FILES)
     if "config.json" in files:
@@ -284,6 +297,10 @@ def _layout(reference: str, folder: Path | None, files: set[str], setting: str) 
 
 
 def _inspectable(reference: str, setting: str) -> Path | None:
+    return _memo(("folder", reference), lambda: _find_folder(reference, setting))
+
+
+def _find_folder(reference: str, setting: str) -> Path | None:
     """A local folder whose files tell the layout: the folder itself, or a Hub repo's snapshot of its small
     files. None for references that are converted into a base (`.gguf`, `pypi:`)."""
     if not isinstance(reference, str) or not reference.strip():
@@ -327,8 +344,7 @@ def _saved_settings(folder: Path) -> dict[str, Any]:
     """Encoder settings saved in a folder: llm2vec_config.json, then bg2vec_config.json (sentence-transformers
     folders also carry bg2vec's). A training run's max_length is its block size, not an encoding length."""
     settings: dict[str, Any] = {}
-    for name in (LLM2VEC_CONFIG_FILE, BG2VEC_CONFIG_FILE):
-        saved = _read_json(folder / name)
+    for saved in (_read_json(folder / LLM2VEC_CONFIG_FILE), _description(folder)):
         for key in ENCODER_SETTING_KEYS:
             if key in saved and not (key == "max_length" and saved.get("stage") in TRAINING_STAGES):
                 settings[key] = saved[key]
@@ -347,7 +363,7 @@ def _recorded_base(adapter: str) -> str | None:
     folder = Path(adapter)
     if not folder.is_dir():
         return None
-    description = _read_json(folder / BG2VEC_CONFIG_FILE)
+    description = _description(folder)
     if description.get("stage") in CONTRASTIVE_STAGES:
         return None  # its chain was checked when it was resolved
     return _base_record(folder, description)
@@ -405,14 +421,36 @@ def _has_tokenizer(files: set[str]) -> bool:
     return "tokenizer_config.json" in files or "tokenizer.json" in files or "tokenizer.model" in files
 
 
-def _read_json(file: Path) -> dict[str, Any]:
-    """A model folder's JSON file as a dict ({} if absent); a damaged one is one line naming it."""
-    if not file.is_file():
-        return {}
+# --- one lookup of each reference and one read of each file per resolve_model call -------------------------
+
+_LOOKUPS: ContextVar[dict[tuple[str, str], Any] | None] = ContextVar("bg2vec_resolver_lookups", default=None)
+
+
+@contextmanager
+def _one_lookup_each() -> Iterator[None]:
+    """Remember, until the outermost `resolve_model` returns, every folder found, file read and plan made."""
+    if _LOOKUPS.get() is not None:
+        yield
+        return
+    token = _LOOKUPS.set({})
     try:
-        value = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{file} is not valid JSON ({exc}); the folder is damaged: copy or save it again") from None
-    if not isinstance(value, dict):
-        raise DataError(f"{file} is not a JSON object; the folder is damaged: copy or save it again")
-    return value
+        yield
+    finally:
+        _LOOKUPS.reset(token)
+
+
+def _memo(key: tuple[str, str], compute: Callable[[], Any]) -> Any:
+    lookups = _LOOKUPS.get()
+    if lookups is None:
+        return compute()
+    if key not in lookups:
+        lookups[key] = compute()
+    return lookups[key]
+
+
+def _description(folder: Path) -> dict[str, Any]:
+    return _memo(("description", str(folder)), lambda: read_description(folder))
+
+
+def _read_json(file: Path) -> dict[str, Any]:
+    return _memo(("json", str(file)), lambda: read_json(file))

@@ -23,9 +23,7 @@ import torch
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 
 from ..errors import ConfigError
-
-MASK_TOKEN_TYPES = ("blank", "eos", "mask")  # the token masked positions become, if the tokenizer has none
-COLLATOR_TYPES = ("all_mask", "default")  # every chosen token masked, or BERT's 80/10/10
+from .choices import COLLATOR_TYPES, MASK_TOKEN_TYPES
 
 IGNORE_INDEX = -100
 

@@ -8,21 +8,21 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
-from transformers import set_seed
+from transformers import PretrainedConfig, set_seed
 
-from .._version import __version__
 from ..models.adapters import portable_adapter_config
 from ..models.portable_files import portable_model_config
-from ..models.backbone import check_causal_lm, load_model, load_tokenizer, position_limit, training_device
+from ..models.backbone import (
+    check_causal_lm, load_model, load_tokenizer, position_limit, read_model_config, training_device,
+)
+from ..models.saved_outputs import describe, write_description
 from ..models.layouts import (
-    BG2VEC_CONFIG_FILE, ModelPlan, portable_reference, recorded_language, resolve_model,
+    ModelPlan, portable_reference, recorded_language, resolve_model,
 )
 from ..config import MNTPConfig, config_to_dict
 from ..data.blocks import mntp_datasets
@@ -56,7 +56,9 @@ TABLE_COLUMNS = {"Accuracy": "eval_accuracy"}
 
 
 
-def build_mntp_model(config: MNTPConfig, plan: ModelPlan, tokenizer) -> MNTPModel:
+def build_mntp_model(
+    config: MNTPConfig, plan: ModelPlan, tokenizer, model_config: PretrainedConfig | None = None
+) -> MNTPModel:
     """Base model (any adapters of its chain merged; grown if the tokenizer gained a mask token) →
     bidirectional decoder with LoRA + LM head (frozen unless train_lm_head)."""
     model = load_model(
@@ -66,6 +68,7 @@ def build_mntp_model(config: MNTPConfig, plan: ModelPlan, tokenizer) -> MNTPMode
         torch_dtype=config.torch_dtype,
         attn_implementation=config.attn_implementation,
         device=training_device(),
+        model_config=model_config,
         **_hub_kwargs(config),
     )
     if config.liger_kernel:
@@ -107,15 +110,17 @@ def run_mntp(config: MNTPConfig, resume: str | bool | None = None, log=print) ->
     checkpoint, callbacks = start_run(config, resume, log)
     set_seed(config.seed)
 
-    plan = check_causal_lm(resolve_model(config.model_name_or_path), config.cache_dir, config.trust_remote_code)
+    plan = resolve_model(config.model_name_or_path)
+    model_config = read_model_config(plan, config.cache_dir, config.trust_remote_code)  # the run's one read
+    check_causal_lm(model_config, plan.reference)
     check_apart(config.output_dir, "output_dir", input_paths(config, plan))
-    config = cap_sequence_length(config, position_limit(plan, config.cache_dir, config.trust_remote_code), log)
+    config = cap_sequence_length(config, position_limit(model_config), log)
     tokenizer = load_tokenizer(plan, config.cache_dir, config.trust_remote_code)
     mask = prepare_tokenizer(tokenizer, config.mask_token_type)
     with main_process_first():  # one process tokenizes; the others read datasets' cache
         datasets = mntp_datasets(tokenizer, config.max_seq_length, text_source(config))
     do_eval = config.do_eval and len(datasets.get("validation", [])) > 0
-    model = build_mntp_model(config, plan, tokenizer)
+    model = build_mntp_model(config, plan, tokenizer, model_config)
     log(trainable_parameters_line(model))
     log(f"train blocks: {len(datasets['train']):,} | validation blocks: {len(datasets['validation']):,} "
         f"| block: {config.max_seq_length} tokens | mask token: {mask.text!r}")
@@ -158,35 +163,27 @@ def run_mntp(config: MNTPConfig, resume: str | bool | None = None, log=print) ->
 
 def _save_run_description(model: MNTPModel, mask: MaskToken, config: MNTPConfig, plan: ModelPlan) -> dict[str, Any]:
     """config.json (bidirectional flag included) and the versioned bg2vec_config.json a later step reads."""
-    import peft
-    import transformers
-
     output_dir = Path(config.output_dir)
     model.config.save_pretrained(output_dir)
     portable_model_config(output_dir)
     base = portable_reference(config.model_name_or_path, output_dir)
     portable_adapter_config(output_dir, portable_reference(config.model_name_or_path))  # absolute where local
-    description = {
-        "bg2vec_version": __version__,
-        "format_version": 1,
-        "stage": "mntp",
-        "base_model_name_or_path": base,
-        "language": recorded_language(config.language, plan),
-        "bidirectional": config.bidirectional,
+    return write_description(output_dir, describe(
+        "mntp",
+        base_model_name_or_path=base,
+        language=recorded_language(config.language, plan),
+        bidirectional=config.bidirectional,
         # embedding rows after a mask token was added (the new row is the mean row, never trained), else None
-        "vocab_size": model.decoder.get_input_embeddings().weight.shape[0] if mask.added else None,
-        "mask_token": mask.text,
-        "mask_token_id": mask.id,
-        "mask_token_type": config.mask_token_type,
-        "lm_head_trained": config.train_lm_head,
-        "pooling_mode": "mean",
-        "max_length": config.max_seq_length,
-        "skip_instruction": True,
-        "versions": {"transformers": transformers.__version__, "peft": peft.__version__, "torch": torch.__version__},
-        "training_config": config_to_dict(config),
-    }
-    (output_dir / BG2VEC_CONFIG_FILE).write_text(json.dumps(description, indent=2), encoding="utf-8")
-    return description
+        vocab_size=model.decoder.get_input_embeddings().weight.shape[0] if mask.added else None,
+        mask_token=mask.text,
+        mask_token_id=mask.id,
+        mask_token_type=config.mask_token_type,
+        lm_head_trained=config.train_lm_head,
+        pooling_mode="mean",
+        max_length=config.max_seq_length,
+        skip_instruction=True,
+        training_config=config_to_dict(config),
+    ))
 
 
 def _hub_kwargs(config: MNTPConfig) -> dict[str, Any]:

@@ -10,19 +10,19 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-import torch
-from transformers import set_seed
+from transformers import PretrainedConfig, set_seed
 
-from .._version import __version__
 from ..models.adapters import portable_adapter_config
-from ..models.backbone import check_causal_lm, load_model, load_tokenizer, position_limit, training_device
+from ..models.backbone import (
+    check_causal_lm, load_model, load_tokenizer, position_limit, read_model_config, training_device,
+)
+from ..models.saved_outputs import describe, write_description
 from ..models.layouts import (
-    BG2VEC_CONFIG_FILE, ModelPlan, portable_reference, recorded_language, resolve_model,
+    ModelPlan, portable_reference, recorded_language, resolve_model,
 )
 from ..config import SimCSEConfig, config_to_dict
 from ..errors import ConfigError, DataError
@@ -67,9 +67,10 @@ def run_simcse(config: SimCSEConfig, resume: str | bool | None = None, log=print
 
     # base + MNTP adapter, any layouts; an adapter recorded for another base is an error here
     plan = resolve_model(config.model_name_or_path, config.peft_model_name_or_path)
-    check_causal_lm(plan, config.cache_dir, config.trust_remote_code)
+    model_config = read_model_config(plan, config.cache_dir, config.trust_remote_code)  # the run's one read
+    check_causal_lm(model_config, plan.reference)
     check_apart(config.output_dir, "output_dir", input_paths(config, plan))
-    config = cap_sequence_length(config, position_limit(plan, config.cache_dir, config.trust_remote_code), log)
+    config = cap_sequence_length(config, position_limit(model_config), log)
     tokenizer = load_tokenizer(plan, config.cache_dir, config.trust_remote_code)  # the encoder loads the same
     prepare_tokenizer_for_pooling(tokenizer, config.pooling_mode)
     with main_process_first():  # one process tokenizes; the others read datasets' cache
@@ -83,7 +84,7 @@ def run_simcse(config: SimCSEConfig, resume: str | bool | None = None, log=print
     if config.eval_pairs_file is not None:
         pairs = eval_pairs(config.eval_pairs_file, tokenizer, config.max_seq_length, config.pooling_mode)
     do_eval = config.do_eval and len(datasets["validation"]) > 1
-    model = build_simcse_model(config, plan, tokenizer)
+    model = build_simcse_model(config, plan, tokenizer, model_config)
     log(trainable_parameters_line(model))
     log(f"train texts: {len(datasets['train']):,} | held-out texts: {len(datasets['validation']):,} | up to "
         f"{config.max_seq_length} tokens | {global_batch} texts per step, two dropout views each "
@@ -155,7 +156,9 @@ def prepare_tokenizer_for_pooling(tokenizer, pooling_mode: str) -> None:
         )
 
 
-def build_simcse_model(config: SimCSEConfig, plan: ModelPlan, tokenizer) -> SimCSEModel:
+def build_simcse_model(
+    config: SimCSEConfig, plan: ModelPlan, tokenizer, model_config: PretrainedConfig | None = None
+) -> SimCSEModel:
     """Base → MNTP adapter merged → bidirectional → SimCSE dropout → fresh LoRA (only its weights train)."""
     decoder = load_model(
         plan,
@@ -164,6 +167,7 @@ def build_simcse_model(config: SimCSEConfig, plan: ModelPlan, tokenizer) -> SimC
         torch_dtype=config.torch_dtype,
         attn_implementation=config.attn_implementation,
         device=training_device(),
+        model_config=model_config,
         **({"cache_dir": config.cache_dir} if config.cache_dir else {}),
     )
     set_attention_dropout(decoder, config.simcse_dropout)
@@ -208,29 +212,20 @@ def _pairs_before_and_after(
 def _save_run_description(config: SimCSEConfig, plan: ModelPlan) -> dict[str, Any]:
     """The versioned bg2vec_config.json from which `Bg2Vec.from_pretrained(output_dir)` rebuilds the encoder:
     base and MNTP adapter as given (local paths relative to the output), resolved on load as they were here."""
-    import peft
-    import transformers
-
     output_dir = Path(config.output_dir)
     base = portable_reference(config.model_name_or_path, output_dir)
     mntp_adapter = config.peft_model_name_or_path
     portable_adapter_config(output_dir, portable_reference(config.model_name_or_path))  # absolute where local
-    description = {
-        "bg2vec_version": __version__,
-        "format_version": 1,
-        "stage": "simcse",
-        "base_model_name_or_path": base,
-        "language": recorded_language(config.language, plan),
-        "mntp_adapter": portable_reference(mntp_adapter, output_dir) if mntp_adapter else None,
-        "bidirectional": config.bidirectional,
-        "pooling_mode": config.pooling_mode,
-        "max_length": config.max_seq_length,
-        "skip_instruction": True,
-        "matryoshka_dims": config.matryoshka_dims,
-        "torch_dtype": config.torch_dtype,
-        "versions": {"transformers": transformers.__version__, "peft": peft.__version__, "torch": torch.__version__},
-        "training_config": config_to_dict(config),
-    }
-    path = Path(config.output_dir) / BG2VEC_CONFIG_FILE
-    path.write_text(json.dumps(description, indent=2), encoding="utf-8")
-    return description
+    return write_description(output_dir, describe(
+        "simcse",
+        base_model_name_or_path=base,
+        language=recorded_language(config.language, plan),
+        mntp_adapter=portable_reference(mntp_adapter, output_dir) if mntp_adapter else None,
+        bidirectional=config.bidirectional,
+        pooling_mode=config.pooling_mode,
+        max_length=config.max_seq_length,
+        skip_instruction=True,
+        matryoshka_dims=config.matryoshka_dims,
+        torch_dtype=config.torch_dtype,
+        training_config=config_to_dict(config),
+    ))

@@ -11,23 +11,23 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from pathlib import Path
 from typing import Any
 
-import torch
-from transformers import set_seed
+from transformers import PretrainedConfig, set_seed
 
-from .._version import __version__
 from ..config import SupervisedConfig, config_to_dict
 from ..data.triples import Triple, TripleData, dataset_batches, nothing_to_learn, read_triples
 from ..errors import DataError
 from ..models.adapters import portable_adapter_config
-from ..models.backbone import check_causal_lm, load_model, load_tokenizer, position_limit, training_device
+from ..models.backbone import (
+    check_causal_lm, load_model, load_tokenizer, position_limit, read_model_config, training_device,
+)
+from ..models.saved_outputs import describe, write_description
 from ..models.layouts import (
-    BG2VEC_CONFIG_FILE, ModelPlan, portable_reference, recorded_language, resolve_model,
+    ModelPlan, portable_reference, recorded_language, resolve_model,
 )
 from ..objectives.simcse import SimCSEModel
 from ..paths import check_apart, clear_output_dir
@@ -64,9 +64,10 @@ def run_supervised(config: SupervisedConfig, resume: str | bool | None = None, l
     set_seed(config.seed)
 
     plan = resolve_model(config.model_name_or_path, config.peft_model_name_or_path)
-    check_causal_lm(plan, config.cache_dir, config.trust_remote_code)
+    model_config = read_model_config(plan, config.cache_dir, config.trust_remote_code)  # the run's one read
+    check_causal_lm(model_config, plan.reference)
     check_apart(config.output_dir, "output_dir", input_paths(config, plan))
-    config = cap_sequence_length(config, position_limit(plan, config.cache_dir, config.trust_remote_code), log)
+    config = cap_sequence_length(config, position_limit(model_config), log)
     tokenizer = load_tokenizer(plan, config.cache_dir, config.trust_remote_code)
     prepare_tokenizer_for_pooling(tokenizer, config.pooling_mode)
     setting = "dataset_file_path" if config.dataset_file_path else "train_file"
@@ -87,7 +88,7 @@ def run_supervised(config: SupervisedConfig, resume: str | bool | None = None, l
     rank = int(os.environ.get("RANK", "0"))
     mine = [batch[rank * config.per_device_train_batch_size : (rank + 1) * config.per_device_train_batch_size] for batch in batches]
     do_eval = config.do_eval and len(held_out) > 1
-    model = build_supervised_model(config, plan, tokenizer)
+    model = build_supervised_model(config, plan, tokenizer, model_config)
     log(trainable_parameters_line(model))
     log(f"train rows: {len(rows):,} in {len(rows.datasets)} dataset(s), {len(batches):,} batches of {global_batch} | "
         f"held-out rows: {len(held_out):,} | hard negatives: {sum(len(t.negatives) for r in rows.datasets.values() for t in r):,} | "
@@ -149,11 +150,13 @@ def _held_out(rows: TripleData, config: SupervisedConfig) -> list[Triple]:
     return held[: config.max_eval_samples] if config.max_eval_samples else held
 
 
-def build_supervised_model(config: SupervisedConfig, plan: ModelPlan, tokenizer) -> SimCSEModel:
+def build_supervised_model(
+    config: SupervisedConfig, plan: ModelPlan, tokenizer, model_config: PretrainedConfig | None = None
+) -> SimCSEModel:
     """Base → MNTP chain merged → bidirectional → fresh LoRA (only its weights train)."""
     decoder = load_model(
         plan, merge_peft=True, bidirectional=config.bidirectional, torch_dtype=config.torch_dtype,
-        attn_implementation=config.attn_implementation, device=training_device(),
+        attn_implementation=config.attn_implementation, device=training_device(), model_config=model_config,
         **({"cache_dir": config.cache_dir} if config.cache_dir else {}),
     )
     if config.gradient_checkpointing:
@@ -169,22 +172,16 @@ def build_supervised_model(config: SupervisedConfig, plan: ModelPlan, tokenizer)
 
 def _save_run_description(config: SupervisedConfig, plan: ModelPlan) -> dict[str, Any]:
     """bg2vec_config.json: base and MNTP adapter as given, so `Bg2Vec.from_pretrained(output_dir)` loads alone."""
-    import peft
-    import transformers
-
     output_dir = Path(config.output_dir)
     base = portable_reference(config.model_name_or_path, output_dir)
     mntp_adapter = config.peft_model_name_or_path
     portable_adapter_config(output_dir, portable_reference(config.model_name_or_path))  # absolute where local
-    description = {
-        "bg2vec_version": __version__, "format_version": 1, "stage": "supervised",
-        "base_model_name_or_path": base,
-        "language": recorded_language(config.language, plan),
-        "mntp_adapter": portable_reference(mntp_adapter, output_dir) if mntp_adapter else None,
-        "bidirectional": config.bidirectional, "pooling_mode": config.pooling_mode, "max_length": config.max_seq_length,
-        "skip_instruction": True, "matryoshka_dims": config.matryoshka_dims, "torch_dtype": config.torch_dtype,
-        "versions": {"transformers": transformers.__version__, "peft": peft.__version__, "torch": torch.__version__},
-        "training_config": config_to_dict(config),
-    }
-    (output_dir / BG2VEC_CONFIG_FILE).write_text(json.dumps(description, indent=2), encoding="utf-8")
-    return description
+    return write_description(output_dir, describe(
+        "supervised",
+        base_model_name_or_path=base,
+        language=recorded_language(config.language, plan),
+        mntp_adapter=portable_reference(mntp_adapter, output_dir) if mntp_adapter else None,
+        bidirectional=config.bidirectional, pooling_mode=config.pooling_mode, max_length=config.max_seq_length,
+        skip_instruction=True, matryoshka_dims=config.matryoshka_dims, torch_dtype=config.torch_dtype,
+        training_config=config_to_dict(config),
+    ))
