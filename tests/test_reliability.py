@@ -508,3 +508,20 @@ def test_a_full_disk_while_saving_is_one_line_and_never_blocks_overwrite_or_resu
     (out / ".partial-checkpoint-1").mkdir(parents=True)  # all a run that died in its first save left
     assert main(["mntp", str(config), "--overwrite_output_dir", "true"]) == 0
     assert tree_hashes(inputs) == before
+
+
+def test_encode_names_a_bad_row_by_file_and_line_before_encoding_anything(inputs, tmp_path, capsys):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps(t) + "\n" for t in ["а", ["Instruct:", "б"], {"text": "в"}] * 500) + "[1, 2]\n")
+    refused(encode_argv(World(inputs, tmp_path / "emb"), input=str(rows), chunk_size=4), capsys, "rows.jsonl:1501",
+            "[instruction, text]")
+    assert not list(tmp_path.glob("emb*"))
+
+
+def test_encode_on_a_full_disk_is_one_line_and_leaves_no_partial_file(inputs, small_disk, capsys):
+    big = small_disk.parent / "many.txt"
+    big.write_text("текст\n" * 20000, encoding="utf-8")  # 20000 x 64 float32 = 5 MiB: more than the disk holds
+    status, err = run_cli(encode_argv(World(inputs, small_disk / "emb"), input=str(big), chunk_size=64), capsys)
+    assert status == 1, err
+    assert_one_error_line(err, "no space left", "emb.npy")
+    assert list(small_disk.iterdir()) == []

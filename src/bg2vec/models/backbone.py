@@ -172,10 +172,12 @@ _UNSET = object()
 
 def check_damaged_file(exc: BaseException, setting: str, reference: str, folder: str) -> None:
     """Raise a `ConfigError` if `exc` is safetensors refusing a file (truncated by a copy or a full disk)."""
-    if type(exc).__name__ == "SafetensorError" or "incomplete metadata" in str(exc) or "HeaderTooSmall" in str(exc):
+    pickle_refused = type(exc).__name__ == "UnpicklingError" or "Weights only load failed" in str(exc)
+    if type(exc).__name__ == "SafetensorError" or "incomplete metadata" in str(exc) or pickle_refused:
         raise ConfigError(
             setting, reference, "a model whose weight files are whole",
-            fix=f"a .safetensors file in {folder} is truncated or damaged ({first_line(exc)}): copy or download it again",
+            fix=f"a weights file in {folder} is truncated, damaged or not weights ({first_line(exc)[:160]}): copy or "
+            "download it again",
         ) from None
 
 

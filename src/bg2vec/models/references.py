@@ -175,7 +175,7 @@ def _converted(
         out = workdir / "model"
         try:
             _convert_gguf(locate(workdir), out)
-        except (ValueError, OSError, RuntimeError, KeyError) as error:  # not GGUF, truncated, an unknown architecture
+        except (ValueError, KeyError) as error:  # not GGUF (a text file named .gguf), an unknown architecture
             if isinstance(error, Bg2VecError):
                 raise
             message = (str(error).strip().splitlines() or [type(error).__name__])[0]
