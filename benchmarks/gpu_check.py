@@ -102,8 +102,10 @@ def _measure(workload: str, batch: int, seq: int, attention: str, peak_tflops: f
 
     from bg2vec.models.bidirectional import enable_bidirectional
     from bg2vec.objectives.mntp import MNTPModel
-    from bg2vec.objectives.simcse import SimCSEModel, info_nce_loss, set_attention_dropout, two_views
-    from bg2vec.recipes.trainer import add_lora, enable_checkpointing
+    from bg2vec.models.lora import add_lora
+    from bg2vec.models.training_memory import enable_checkpointing
+    from bg2vec.objectives.contrastive import info_nce_loss
+    from bg2vec.objectives.simcse import SimCSEModel, set_attention_dropout, two_views
 
     device = torch.device("cuda")
     config = MistralConfig(**SEVEN_B, attn_implementation=attention, use_cache=False)

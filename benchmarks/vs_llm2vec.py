@@ -148,8 +148,9 @@ def _bg2vec_step(workload: str, batch: dict, values: dict):
 
     from bg2vec.models.bidirectional import enable_bidirectional
     from bg2vec.objectives.mntp import MNTPModel
-    from bg2vec.objectives.simcse import SimCSEModel, info_nce_loss, set_attention_dropout, two_views
-    from bg2vec.recipes.trainer import add_lora
+    from bg2vec.models.lora import add_lora
+    from bg2vec.objectives.contrastive import info_nce_loss
+    from bg2vec.objectives.simcse import SimCSEModel, set_attention_dropout, two_views
 
     config = MistralConfig(**values, attn_implementation="sdpa", use_cache=False)
     if workload == "mntp":

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bg2vec.objectives.simcse import info_nce_loss, simcse_loss
+from bg2vec.objectives.contrastive import info_nce_loss, simcse_loss
 
 from llm2vec_side import run_llm2vec
 

@@ -13,7 +13,7 @@ from bg2vec.config import MNTPConfig
 from bg2vec.errors import ConfigError
 from bg2vec.recipes import cpu_threads
 from bg2vec.recipes.cpu_threads import CpuThreads, OtherLoad, threads_for
-from bg2vec.recipes.trainer import run_callbacks
+from bg2vec.recipes.run import run_callbacks
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, Mistral
 
 from bg2vec import Bg2Vec
 from bg2vec.errors import ConfigError
-from bg2vec.recipes.trainer import add_lora
+from bg2vec.models.lora import add_lora
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -62,7 +62,7 @@ def hand_pooled(encoder: Bg2Vec, mode: str, text: str, instruction: str = "") ->
 
 @pytest.mark.parametrize("mode", ["mean", "weighted_mean", "eos_token", "last_token", "bos_token"])
 def test_each_pooling_mode_matches_a_hand_computation(encoder, mode):
-    got = with_settings(encoder, pooling_mode=mode).encode(TEXTS, batch_size=4, convert_to_tensor=True)
+    got = with_settings(encoder, pooling_mode=mode).encode_tensor(TEXTS, batch_size=4)
     expected = torch.stack([hand_pooled(encoder, mode, text) for text in TEXTS])
     assert got.shape == (len(TEXTS), 64) and got.dtype == torch.float32
     assert torch.allclose(got, expected, atol=1e-5)
@@ -75,11 +75,11 @@ def test_eos_token_pooling_really_appends_eos(encoder):
 
 def test_instruction_and_bos_are_left_out_of_the_pooling(encoder):
     instruction, text = "Retrieve sentences with the same meaning:", TEXTS[1]
-    got = encoder.encode([[instruction, text]], convert_to_tensor=True)[0]
+    got = encoder.encode_tensor([[instruction, text]])[0]
     assert torch.allclose(got, hand_pooled(encoder, "mean", text, instruction), atol=1e-5)
     everything = hidden_alone(encoder, f"{instruction} {text}").mean(0)
     assert not torch.allclose(got, everything, atol=1e-3)
-    kept = with_settings(encoder, skip_instruction=False).encode([[instruction, text]], convert_to_tensor=True)[0]
+    kept = with_settings(encoder, skip_instruction=False).encode_tensor([[instruction, text]])[0]
     assert torch.allclose(kept, everything, atol=1e-5)
 
 
@@ -102,7 +102,7 @@ def test_long_texts_are_cut_by_words_as_llm2vec_does(encoder):
 
 
 def test_empty_text_pools_its_whole_input(encoder):
-    got = encoder.encode(["", TEXTS[0]], convert_to_tensor=True)[0]
+    got = encoder.encode_tensor(["", TEXTS[0]])[0]
     assert torch.allclose(got, hidden_alone(encoder, "").mean(0), atol=1e-5)
 
 
@@ -110,7 +110,12 @@ def test_normalize_and_output_types(encoder):
     unit = encoder.encode(TEXTS, normalize_embeddings=True)
     assert isinstance(unit, np.ndarray) and unit.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, atol=1e-5)
-    assert isinstance(encoder.encode(TEXTS[:1], convert_to_numpy=False), torch.Tensor)
+    tensor = encoder.encode_tensor(TEXTS, normalize_embeddings=True)
+    assert isinstance(tensor, torch.Tensor) and tensor.dtype == torch.float32 and tensor.device.type == "cpu"
+    np.testing.assert_allclose(tensor.numpy(), unit, atol=1e-6)
+    for removed in ("convert_to_numpy", "convert_to_tensor"):  # one return type per call: no flags for it
+        with pytest.raises(TypeError, match=removed):
+            encoder.encode(TEXTS, **{removed: False})
 
 
 def test_several_devices_run_a_process_each_kept_between_calls(encoder):

@@ -180,6 +180,21 @@ def test_cli_report_cache_and_compare(tiny_model_dirs, tmp_path, capsys, monkeyp
     assert table[-1].startswith("| **average** |")
 
 
+def test_evaluate_resolves_each_model_once(tiny_model_dirs, tmp_path, monkeypatch):
+    """One resolution per model serves both the cache key and the load (`Bg2Vec.from_plan`)."""
+    import bg2vec.models.layouts as layouts
+
+    resolved, plan_of = [], layouts._plan
+    monkeypatch.setattr(layouts, "_plan", lambda reference, setting, depth: (
+        resolved.append(reference) if depth == 0 else None, plan_of(reference, setting, depth))[1])
+    models = [str(tiny_model_dirs["mistral"]), str(tiny_model_dirs["llama"])]
+    assert main(["evaluate", "--model", models[0], "--model", models[1], "--tasks", *tiny_tasks(tmp_path / "tasks"), "--no-cache",
+                 "--output-dir", str(tmp_path / "out")]) == 0
+    assert resolved == models
+    runs = json.loads((tmp_path / "out" / "evaluation.json").read_text())["runs"]
+    assert [run["model"] for run in runs] == models and all(len(run["tasks"]) == 2 for run in runs)
+
+
 def test_bad_evaluate_inputs_are_one_line(tiny_model_dirs, tmp_path, capsys):
     model = str(tiny_model_dirs["mistral"])
     broken = write_task(tmp_path / "broken", "pair_classification", [{"sentence1": "a", "sentence2": "b", "label": 1}])
@@ -217,8 +232,13 @@ def test_eval_tasks_are_scored_during_training_next_to_the_loss(tiny_model_dirs,
     assert all(isinstance(row["tiny-triples"], float) for row in table)
     assert table[-1]["tiny-triples"] != table[0]["tiny-triples"], "the scores follow training"
 
-    # step 0 is the untrained (bidirectional, mean-pooled) model: the same score bg2vec evaluate gives it
+    # Scored with the encoder the output loads (max_length 512 capped at the model's positions), not with the
+    # 16-token training blocks; metrics.json says so, and evaluate given the same settings gives step 0's score
+    # (the untrained, bidirectional, mean-pooled model) whatever the tokenizer makes of the texts.
+    scored_with = json.loads((out / "metrics.json").read_text())["eval_tasks_encoder"]
+    assert scored_with["max_length"] == 512 and scored_with["pooling_mode"] == "mean"
     assert main(["evaluate", "--model", str(tiny_model_dirs["mistral"]), "--tasks", *tasks, "--no-cache",
+                 "--max-length", str(scored_with["max_length"]), "--pooling-mode", scored_with["pooling_mode"],
                  "--output-dir", str(tmp_path / "base")]) == 0
     base = json.loads((tmp_path / "base" / "evaluation.json").read_text())["runs"][0]["tasks"]
     assert table[0]["tiny-triples"] == pytest.approx(base[1]["main_score"], abs=1e-5)

@@ -25,7 +25,7 @@ from bg2vec.models.layouts import resolve_model
 from bg2vec.objectives.mntp import MNTPModel
 from bg2vec.recipes.mntp import run_mntp
 from bg2vec.recipes.simcse import run_simcse
-from bg2vec.recipes.trainer import add_lora
+from bg2vec.models.lora import add_lora
 
 
 def quiet(*args, **kwargs):
@@ -39,14 +39,6 @@ def test_weights_move_to_the_device_before_the_bidirectional_check(tiny_model_di
     monkeypatch.setattr(backbone, "enable_bidirectional", lambda model: events.append(("check",)) or check(model))
     backbone.load_model(resolve_model(str(tiny_model_dirs["mistral"])), device="cuda:3")
     assert events == [("to", "cuda:3"), ("check",)]
-
-
-def test_each_process_trains_on_its_own_gpu(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setenv("LOCAL_RANK", "1")
-    assert backbone.training_device() == torch.device("cuda", 1)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert backbone.training_device() == torch.device("cpu")
 
 
 def mntp_config(tiny_model_dirs, corpus_files, output_dir, **changes) -> MNTPConfig:
@@ -173,7 +165,7 @@ def test_fsdp_sharded_training_saves_the_whole_adapter(tiny_model_dirs, tmp_path
 
 
 def test_fsdp_without_gpus_says_it_runs_ddp(tiny_model_dirs, corpus_files, tmp_path):
-    from bg2vec.recipes.trainer import build_training_arguments
+    from bg2vec.recipes.arguments import build_training_arguments
 
     config = mntp_config(tiny_model_dirs, corpus_files, tmp_path / "o", extra_training_args={"fsdp": "full_shard"})
     with pytest.warns(UserWarning, match="without GPUs accelerate runs plain DDP"):

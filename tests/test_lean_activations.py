@@ -11,7 +11,7 @@ from transformers import AutoModel
 
 from bg2vec.models.dropout_masks import keep_mask, keep_scale, new_seed
 from bg2vec.models.lean_activations import use_lean_activations
-from bg2vec.recipes.trainer import add_lora
+from bg2vec.models.lora import add_lora
 
 
 class SameMaskDropout(torch.nn.Dropout):

@@ -14,7 +14,7 @@ from bg2vec.cli import main
 from bg2vec.config import SimCSEConfig
 from bg2vec.encoding.export import export_sentence_transformers
 from bg2vec.errors import ConfigError
-from bg2vec.objectives.simcse import info_nce_loss, matryoshka_loss, simcse_loss
+from bg2vec.objectives.contrastive import info_nce_loss, matryoshka_loss, simcse_loss
 from bg2vec.recipes.simcse import run_simcse
 
 from conftest import CORPUS

@@ -17,7 +17,7 @@ class Designed:
     def __init__(self, vectors):
         self.vectors = vectors
 
-    def encode(self, sentences, batch_size=32, show_progress_bar=False, convert_to_tensor=False, **kwargs):
+    def encode_tensor(self, sentences, batch_size=32, show_progress_bar=False, **kwargs):
         texts = [s if isinstance(s, str) else s[1] for s in sentences]
         return torch.tensor([self.vectors[t] for t in texts], dtype=torch.float32)
 

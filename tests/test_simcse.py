@@ -14,21 +14,12 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from bg2vec.models.backbone import load_decoder
-from bg2vec.objectives.simcse import (
-    SimCSEModel,
-    alignment,
-    grad_cache_step,
-    info_nce_loss,
-    set_attention_dropout,
-    simcse_loss,
-    spearman,
-    split_rows,
-    two_views,
-    uniformity,
-)
+from bg2vec.objectives.contrastive import alignment, info_nce_loss, simcse_loss, spearman, uniformity
+from bg2vec.objectives.gradient_cache import grad_cache_step, split_rows
+from bg2vec.objectives.simcse import SimCSEModel, set_attention_dropout, two_views
 from bg2vec.data.texts import SimCSECollator, keep_distinct, tokenize_texts
 from bg2vec.models.backbone import load_tokenizer
-from bg2vec.recipes.trainer import add_lora
+from bg2vec.models.lora import add_lora
 
 from conftest import ARCHITECTURES, CORPUS
 

@@ -112,7 +112,7 @@ def test_mistral_7b_shape_trainable_parameter_line():
     """The seed's summary: 41,943,040 LoRA parameters at r=16 for Mistral-7B (LM head frozen)."""
     from transformers import MistralConfig
 
-    from bg2vec.recipes.trainer import add_lora, trainable_parameters_line
+    from bg2vec.models.lora import add_lora, trainable_parameters_line
 
     config = MistralConfig()  # Mistral-7B's shape: 32 layers, hidden 4096, 8 KV heads, MLP 14336
     with torch.device("meta"):

@@ -89,7 +89,7 @@ def test_trains_on_e5_data_and_the_output_loads_alone_encoding_as_training_did(i
     model = result.model.eval()
     with torch.no_grad():
         trained = model(**{k: features[k] for k in ("input_ids", "attention_mask", "pooling_mask", "position_ids")})[:1]
-    encoded = encoder.encode([pair], convert_to_tensor=True)
+    encoded = encoder.encode_tensor([pair])
     assert torch.allclose(trained, encoded, atol=1e-5)
 
 

@@ -25,7 +25,7 @@ _WHERE = {
     "MNTPModel": ".objectives.mntp",
     "SimCSEConfig": ".config",
     "enable_bidirectional": ".models.bidirectional",
-    "info_nce_loss": ".objectives.simcse",
+    "info_nce_loss": ".objectives.contrastive",
     "is_bidirectional": ".models.bidirectional",
     "load_config": ".config",
     "masked_token_accuracy": ".objectives.mntp",
@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from .models.bidirectional import enable_bidirectional, is_bidirectional
     from .objectives.masking import MNTPCollator, prepare_tokenizer
     from .objectives.mntp import MNTPModel, masked_token_accuracy, mntp_logits_at_labels, mntp_loss
-    from .objectives.simcse import info_nce_loss
+    from .objectives.contrastive import info_nce_loss
     from .recipes.mntp import run_mntp
     from .recipes.simcse import run_simcse
 

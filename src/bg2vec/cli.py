@@ -42,7 +42,7 @@ def _train(run: Callable, config: Any, args: argparse.Namespace, final_line: Cal
            after: Callable[[Any], str | None] = lambda result: None) -> None:
     """Run a training recipe and print its summary once (on the main process): the table, the final
     evaluation (`final_line`), anything `after` adds, what was saved and how long it took."""
-    from .recipes.trainer import is_main_process
+    from .processes import is_main_process
 
     started = time.time()
     result = run(config, resume=args.resume)
@@ -121,14 +121,16 @@ def _run_encode(config: EncodeConfig, args: argparse.Namespace) -> None:
     for device in [devices] if isinstance(devices, str) else devices or []:
         checked_device(device)  # before the model loads
     started = time.time()
+    placement = {"device_map": devices} if isinstance(devices, str) else {}  # one device: load the model there
     encoder = Bg2Vec.from_pretrained(
         config.model_name_or_path, config.adapter, merge_peft=config.merge_adapter, pooling_mode=config.pooling_mode,
         max_length=config.max_length, torch_dtype=config.torch_dtype, trust_remote_code=config.trust_remote_code,
+        **placement,
     )
     try:
         rows = encode_file(
             encoder, config.input, config.output, batch_size=config.batch_size, chunk_size=config.chunk_size,
-            instruction=config.instruction, normalize_embeddings=config.normalize, device=config.devices(),
+            instruction=config.instruction, normalize_embeddings=config.normalize, device=devices,
             dim=config.dim, max_batch_tokens=config.max_batch_tokens, overwrite=config.overwrite,
         )
     finally:

@@ -1,4 +1,4 @@
-"""Running the model on batches: in this process on one device, or with one worker process per device.
+"""Encoding on several devices at once: one worker process per device (`encode(device=[...])`).
 
 `DevicePool` starts a process per device once; each takes the model from shared CPU memory (no copy on the
 CPU), moves it to its device and then embeds batches from a common queue, so a fast device takes more of them.
@@ -18,28 +18,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from .pooling import pool
+from .embedding import embed_features
 
 POLL_SECONDS = 1.0  # how often a waiting pool checks that its workers are alive
 
 
-def embed_features(model: nn.Module, features: dict[str, torch.Tensor], pooling_mode: str, bos_token_id: int | None) -> torch.Tensor:
-    """(B, H) float32 embeddings of one collated batch (`collate`'s keys) on the model's device."""
-    out = model(
-        input_ids=features["input_ids"],
-        attention_mask=features["attention_mask"],
-        position_ids=features["position_ids"],
-        use_cache=False,
-    )
-    hidden = out.last_hidden_state.float()  # (B, T, H)
-    return pool(
-        pooling_mode,
-        hidden,
-        features["pooling_mask"],
-        input_ids=features["input_ids"],
-        attention_mask=features["attention_mask"],
-        bos_token_id=bos_token_id,
-    )
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """Whether two devices are one ("cuda" is the current CUDA device)."""
+    if a.type != b.type:
+        return False
+    if a.type == "cpu" or a.index == b.index:
+        return True
+    current = torch.get_device_module(a.type).current_device
+    return (a.index if a.index is not None else current()) == (b.index if b.index is not None else current())
 
 
 @contextmanager

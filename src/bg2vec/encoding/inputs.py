@@ -16,6 +16,7 @@ times per batch; here each form of a text is tokenized once, in one batched call
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Union
@@ -78,6 +79,18 @@ def eos_text_for(model_type: str, tokenizer: Any, vocab_size: int) -> str:
     if tokenizer.eos_token is None:
         raise ConfigError("pooling_mode", "eos_token", "a tokenizer with an EOS token", fix="use last_token pooling")
     return tokenizer.eos_token
+
+
+def with_encoder_padding(tokenizer: Any, owned: bool = False) -> Any:
+    """`tokenizer` with llm2vec's padding (pad token = EOS, left side): itself if it has it already (or if `owned`:
+    set in place), else a copy, so a caller's object is never changed. Padding is masked, so the pad token only
+    has to be one the model knows."""
+    if tokenizer.pad_token == tokenizer.eos_token and tokenizer.padding_side == "left":
+        return tokenizer
+    if not owned:
+        tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.pad_token, tokenizer.padding_side = tokenizer.eos_token, "left"
+    return tokenizer
 
 
 def check_sentences(sentences: Any) -> list[tuple[str, str]]:

@@ -88,8 +88,8 @@ def _embed(encoder: Bg2Vec, sentences: list[Any], settings: MiningSettings, desc
     """(N, H) L2-normalized float32 embeddings, `chunk_size` sentences at a time."""
     parts = []
     for start in tqdm(range(0, len(sentences), settings.chunk_size), desc=desc, disable=not show or desc is None):
-        embedded = encoder.encode(sentences[start : start + settings.chunk_size], batch_size=settings.batch_size,
-                                  show_progress_bar=False, convert_to_tensor=True)
+        embedded = encoder.encode_tensor(sentences[start : start + settings.chunk_size], batch_size=settings.batch_size,
+                                         show_progress_bar=False)
         parts.append(F.normalize(embedded, dim=-1))
     return torch.cat(parts)
 

@@ -22,6 +22,7 @@ from mteb.models.model_meta import ModelMeta
 
 from .._version import __version__
 from ..encoding.encoder import Bg2Vec
+from ..models.layouts import ModelPlan
 
 
 CHUNK_TEXTS = 4096  # texts tokenized and encoded at a time: memory for a chunk, plus the (N, H) embeddings
@@ -66,11 +67,12 @@ def mteb_model_meta(encoder: Bg2Vec, name: str | None = None, revision: str | No
 
 
 class Bg2VecMTEB(AbsEncoder):
-    """`mteb.evaluate`-ready wrapper: give a `Bg2Vec`, or what `Bg2Vec.from_pretrained` takes."""
+    """`mteb.evaluate`-ready wrapper: give a `Bg2Vec`, a resolved `ModelPlan` (loaded with `Bg2Vec.from_plan`),
+    or what `Bg2Vec.from_pretrained` takes."""
 
     def __init__(
         self,
-        model_name: str | Bg2Vec,
+        model_name: str | ModelPlan | Bg2Vec,
         revision: str | None = None,
         *,
         device: str | list[str] | None = None,
@@ -82,9 +84,12 @@ class Bg2VecMTEB(AbsEncoder):
         if isinstance(model_name, Bg2Vec):
             self.model = model_name
         else:
-            if isinstance(device, str):  # several devices: a worker process each, started by encode
+            if isinstance(device, str):  # one device: load there (several: a worker process each, started by encode)
                 from_pretrained_kwargs.setdefault("device_map", device)
-            self.model = Bg2Vec.from_pretrained(model_name, **from_pretrained_kwargs)
+            if isinstance(model_name, ModelPlan):
+                self.model = Bg2Vec.from_plan(model_name, **from_pretrained_kwargs)
+            else:
+                self.model = Bg2Vec.from_pretrained(model_name, **from_pretrained_kwargs)
         self.device = device
         self.prompts_dict = prompts_dict  # task name / task type / prompt type → instruction, as in MTEB
         self.use_instructions = use_instructions  # False: every text alone (Bg2Vec's evaluation)

@@ -8,7 +8,6 @@ model. MNTP training (with the LM head), SimCSE training and the encoder all loa
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -263,13 +262,6 @@ def check_causal_lm(model_config: PretrainedConfig, reference: str) -> None:
             f"a decoder-only causal LM, not model_type '{model_config.model_type}'",
             fix="use a decoder such as Mistral, Llama, Qwen2 or Gemma 3",
         )
-
-
-def training_device() -> torch.device:
-    """Where this process trains: its GPU under torchrun/accelerate (LOCAL_RANK), else GPU 0, else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
 
 
 def position_limit(model_config: PretrainedConfig) -> int | None:

@@ -2,7 +2,8 @@
 can), write the report. Reads top to bottom.
 
 1. check the output folder (apart from every model and task folder) and the tasks (MTEB names or local folders);
-2. for each model: its cache key (files + settings); a model is loaded only if a task is missing from the cache;
+2. for each model: resolve it once, for its cache key (files + settings) and, only if a task is missing from the
+   cache, to load it;
 3. write evaluation.json / .md / .png with these runs and any earlier ones (`--compare`).
 """
 
@@ -50,9 +51,8 @@ def run_evaluate(config: EvaluateConfig, log: Callable[[str], None] = print) -> 
         if config.causal:
             settings["bidirectional"] = False
         log(f"model {reference}" + (f" + {config.adapter}" if config.adapter else ""))
-        load = lambda reference=reference: Bg2VecMTEB(  # noqa: E731
-            reference, peft_model_name_or_path=config.adapter, torch_dtype=config.torch_dtype,
-            trust_remote_code=config.trust_remote_code,
+        load = lambda plan=plan: Bg2VecMTEB(  # noqa: E731 - the plan resolved above: the model is resolved once
+            plan, torch_dtype=config.torch_dtype, trust_remote_code=config.trust_remote_code,
             use_instructions=config.instructions, enable_bidirectional=False if config.causal else None, **overrides,
         )
         scores = evaluate_tasks(load, tasks, cache, model_key(plan, settings), config.batch_size, log=log)

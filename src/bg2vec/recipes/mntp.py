@@ -17,10 +17,10 @@ from transformers import PretrainedConfig, set_seed
 
 from ..models.adapters import portable_adapter_config
 from ..models.portable_files import portable_model_config
-from ..models.backbone import (
-    check_causal_lm, load_model, load_tokenizer, position_limit, read_model_config, training_device,
-)
+from ..models.backbone import check_causal_lm, load_model, load_tokenizer, position_limit, read_model_config
+from ..models.lora import add_lora, trainable_parameters_line
 from ..models.saved_outputs import describe, write_description
+from ..models.training_memory import apply_liger_kernels, enable_checkpointing
 from ..models.layouts import (
     ModelPlan, portable_reference, recorded_language, resolve_model,
 )
@@ -29,26 +29,12 @@ from ..data.blocks import mntp_datasets
 from ..objectives.masking import MaskingEpoch, MaskToken, MNTPCollator, prepare_tokenizer
 from ..objectives.mntp import MNTPModel, masked_token_accuracy
 from ..paths import check_apart, clear_output_dir
+from ..processes import main_process_first, quiet_unless_main, training_device
 from .reporting import TrainingResult
-from .trainer import (
-    text_source,
-    AdapterTrainer,
-    start_run,
-    add_lora,
-    build_training_arguments,
-    cap_sequence_length,
-    apply_liger_kernels,
-    enable_checkpointing,
-    final_evaluation,
-    finish_run,
-    input_paths,
-    main_process_first,
-    quiet_unless_main,
-    task_columns,
-    task_scorer,
-    train,
-    trainable_parameters_line,
-)
+from .arguments import build_training_arguments, text_source
+from .eval_tasks import task_columns, task_scorer
+from .run import cap_sequence_length, final_evaluation, finish_run, input_paths, start_run, train
+from .trainer import AdapterTrainer
 
 PLOT_FILE = "mntp_curves.png"
 TABLE_COLUMNS = {"Accuracy": "eval_accuracy"}
@@ -146,7 +132,7 @@ def run_mntp(config: MNTPConfig, resume: str | bool | None = None, log=print) ->
         compute_metrics=accuracy_metric if do_eval else None,
         callbacks=callbacks + [MaskingEpoch(collator)],
         save_kwargs={"train_lm_head": config.train_lm_head},
-        task_scorer=task_scorer(config, tokenizer) if do_eval else None,
+        task_scorer=task_scorer(config, tokenizer, position_limit(model_config)) if do_eval else None,
     )
     if config.overwrite_output_dir and checkpoint is None:
         clear_output_dir(config.output_dir)  # every input checked: the earlier run's files (and checkpoints) go

@@ -119,7 +119,7 @@ def format_pair_similarities(pairs: list[dict[str, Any]], source: str, shown: in
     """
     import torch
 
-    from ..objectives.simcse import spearman
+    from ..objectives.contrastive import spearman
 
     scores = torch.tensor([p["score"] for p in pairs])
     lines = [f"pair similarities (cosine) on {source}: before (MNTP only) -> after SimCSE"]

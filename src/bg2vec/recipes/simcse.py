@@ -10,46 +10,31 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from transformers import PretrainedConfig, set_seed
 
 from ..models.adapters import portable_adapter_config
-from ..models.backbone import (
-    check_causal_lm, load_model, load_tokenizer, position_limit, read_model_config, training_device,
-)
+from ..models.backbone import check_causal_lm, load_model, load_tokenizer, position_limit, read_model_config
+from ..models.lora import add_lora, trainable_parameters_line
 from ..models.saved_outputs import describe, write_description
+from ..models.training_memory import apply_liger_kernels, enable_checkpointing
 from ..models.layouts import (
     ModelPlan, portable_reference, recorded_language, resolve_model,
 )
 from ..config import SimCSEConfig, config_to_dict
 from ..errors import ConfigError, DataError
 from ..paths import check_apart, clear_output_dir
+from ..processes import main_process_first, quiet_unless_main, training_device, world_size
 from .reporting import TrainingResult
-from ..objectives.simcse import SimCSEModel, pair_similarities, set_attention_dropout
+from ..objectives.contrastive import check_matryoshka
+from ..objectives.simcse import SimCSEModel, pair_similarities, prepare_tokenizer_for_pooling, set_attention_dropout
 from .simcse_trainer import SimCSETrainer
 from ..data.texts import EvalPairs, SimCSECollator, eval_pairs, simcse_datasets
-from .trainer import (
-    text_source,
-    start_run,
-    add_lora,
-    build_training_arguments,
-    cap_sequence_length,
-    check_matryoshka,
-    apply_liger_kernels,
-    enable_checkpointing,
-    final_evaluation,
-    finish_run,
-    input_paths,
-    main_process_first,
-    quiet_unless_main,
-    task_columns,
-    task_scorer,
-    train,
-    trainable_parameters_line,
-)
+from .arguments import build_training_arguments, text_source
+from .eval_tasks import task_columns, task_scorer
+from .run import cap_sequence_length, final_evaluation, finish_run, input_paths, start_run, train
 
 PLOT_FILE = "simcse_curves.png"
 TABLE_COLUMNS = {"Alignment": "eval_alignment", "Uniformity": "eval_uniformity"}
@@ -61,7 +46,7 @@ def run_simcse(config: SimCSEConfig, resume: str | bool | None = None, log=print
     """Train a SimCSE adapter as `config` says; `resume` = True (last checkpoint) or a checkpoint path."""
     log = quiet_unless_main(log)
     checkpoint, callbacks = start_run(config, resume, log)
-    global_batch = config.per_device_train_batch_size * int(os.environ.get("WORLD_SIZE", "1"))
+    global_batch = config.per_device_train_batch_size * world_size()
     check_negatives(config.per_device_train_batch_size, global_batch)
     set_seed(config.seed)
 
@@ -114,7 +99,7 @@ def run_simcse(config: SimCSEConfig, resume: str | bool | None = None, log=print
         mini_batch_size=config.mini_batch_size,
         pairs=(pairs.first, pairs.second, pairs.scores) if pairs is not None else None,
         loss_options=config.matryoshka(),
-        task_scorer=task_scorer(config, tokenizer, config.pooling_mode) if do_eval else None,
+        task_scorer=task_scorer(config, tokenizer, position_limit(model_config), config.pooling_mode) if do_eval else None,
     )
     if config.overwrite_output_dir and checkpoint is None:
         clear_output_dir(config.output_dir)  # every input checked: the earlier run's files (and checkpoints) go
@@ -144,18 +129,6 @@ def check_negatives(per_device_batch: int, global_batch: int) -> None:
         )
 
 
-def prepare_tokenizer_for_pooling(tokenizer, pooling_mode: str) -> None:
-    """Pad with EOS when the tokenizer has no pad token (llm2vec's choice); check what the pooling needs."""
-    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if pooling_mode == "eos_token" and tokenizer.eos_token_id is None:
-        raise ConfigError("pooling_mode", pooling_mode, "a tokenizer with an EOS token", fix="use mean pooling")
-    if pooling_mode == "bos_token" and tokenizer("a")["input_ids"][:1] != [tokenizer.bos_token_id]:
-        raise ConfigError(
-            "pooling_mode", pooling_mode, "a tokenizer that starts every text with BOS", fix="use mean pooling"
-        )
-
-
 def build_simcse_model(
     config: SimCSEConfig, plan: ModelPlan, tokenizer, model_config: PretrainedConfig | None = None
 ) -> SimCSEModel:
@@ -175,7 +148,7 @@ def build_simcse_model(
         apply_liger_kernels(decoder)
     if config.gradient_checkpointing:
         enable_checkpointing(decoder)
-    check_matryoshka(config, decoder)
+    check_matryoshka(config.matryoshka_dims, decoder)
     decoder = add_lora(
         decoder, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules, config.lean_activations
     )

@@ -1,4 +1,4 @@
-"""The Trainer step for SimCSE: wires the objective (objectives/simcse.py) into transformers' Trainer.
+"""The Trainer step for SimCSE: wires the objective (objectives/simcse.py, contrastive.py) into transformers' Trainer.
 
 Training: two dropout views per text, InfoNCE gathered over processes, optional gradient caching.
 Evaluation: embeddings instead of predictions (held-out contrastive loss, alignment, uniformity, Spearman).
@@ -14,14 +14,8 @@ from torch.utils.data import DataLoader
 from transformers.trainer_utils import EvalLoopOutput
 
 from ..errors import ConfigError
-from ..objectives.simcse import (
-    evaluation_figures,
-    held_out_embeddings,
-    pair_similarities,
-    simcse_loss,
-    spearman,
-    two_views,
-)
+from ..objectives.contrastive import simcse_loss, spearman
+from ..objectives.simcse import evaluation_figures, held_out_embeddings, pair_similarities, two_views
 from .trainer import ContrastiveTrainer
 
 

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -22,34 +21,22 @@ from ..config import SupervisedConfig, config_to_dict
 from ..data.triples import Triple, TripleData, dataset_batches, nothing_to_learn, read_triples
 from ..errors import DataError
 from ..models.adapters import portable_adapter_config
-from ..models.backbone import (
-    check_causal_lm, load_model, load_tokenizer, position_limit, read_model_config, training_device,
-)
+from ..models.backbone import check_causal_lm, load_model, load_tokenizer, position_limit, read_model_config
+from ..models.lora import add_lora, trainable_parameters_line
 from ..models.saved_outputs import describe, write_description
+from ..models.training_memory import enable_checkpointing
 from ..models.layouts import (
     ModelPlan, portable_reference, recorded_language, resolve_model,
 )
-from ..objectives.simcse import SimCSEModel
+from ..objectives.contrastive import check_matryoshka
+from ..objectives.simcse import SimCSEModel, prepare_tokenizer_for_pooling
 from ..paths import check_apart, clear_output_dir
+from ..processes import quiet_unless_main, rank, training_device, world_size
 from .reporting import TrainingResult
-from .simcse import prepare_tokenizer_for_pooling
 from .supervised_trainer import SupervisedTrainer, TripleCollator
-from .trainer import (
-    start_run,
-    add_lora,
-    build_training_arguments,
-    cap_sequence_length,
-    check_matryoshka,
-    enable_checkpointing,
-    final_evaluation,
-    finish_run,
-    input_paths,
-    quiet_unless_main,
-    task_columns,
-    task_scorer,
-    train,
-    trainable_parameters_line,
-)
+from .arguments import build_training_arguments
+from .eval_tasks import task_columns, task_scorer
+from .run import cap_sequence_length, final_evaluation, finish_run, input_paths, start_run, train
 
 PLOT_FILE = "supervised_curves.png"
 TABLE_COLUMNS = {"Accuracy@1": "eval_accuracy", "MRR": "eval_mrr"}
@@ -73,8 +60,7 @@ def run_supervised(config: SupervisedConfig, resume: str | bool | None = None, l
     setting = "dataset_file_path" if config.dataset_file_path else "train_file"
     rows = read_triples(config.dataset_file_path or config.train_file, setting)
     held_out = _held_out(rows, config)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    global_batch = config.per_device_train_batch_size * world
+    global_batch = config.per_device_train_batch_size * world_size()
     problem = nothing_to_learn(rows, global_batch)
     if problem:
         raise DataError(f"{setting}={str(config.dataset_file_path or config.train_file)!r}: {problem}, so the loss is 0 at "
@@ -85,8 +71,8 @@ def run_supervised(config: SupervisedConfig, resume: str | bool | None = None, l
             f"no dataset has {global_batch} rows (per_device_train_batch_size x processes), so no batch can be made: "
             "add rows or lower per_device_train_batch_size"
         )
-    rank = int(os.environ.get("RANK", "0"))
-    mine = [batch[rank * config.per_device_train_batch_size : (rank + 1) * config.per_device_train_batch_size] for batch in batches]
+    me, size = rank(), config.per_device_train_batch_size
+    mine = [batch[me * size : (me + 1) * size] for batch in batches]  # this process's share of each global batch
     do_eval = config.do_eval and len(held_out) > 1
     model = build_supervised_model(config, plan, tokenizer, model_config)
     log(trainable_parameters_line(model))
@@ -103,7 +89,7 @@ def run_supervised(config: SupervisedConfig, resume: str | bool | None = None, l
         callbacks=callbacks,
         batches=mine, held_out=held_out, loss_scale=config.loss_scale, mini_batch_size=config.mini_batch_size,
         loss_options={"symmetric": config.symmetric, "hard_negative_weight": config.hard_negative_weight, **config.matryoshka()},
-        task_scorer=task_scorer(config, tokenizer, config.pooling_mode) if do_eval else None,
+        task_scorer=task_scorer(config, tokenizer, position_limit(model_config), config.pooling_mode) if do_eval else None,
         eval_dataset=[0] if do_eval else None,
     )
     if config.overwrite_output_dir and checkpoint is None:
@@ -161,7 +147,7 @@ def build_supervised_model(
     )
     if config.gradient_checkpointing:
         enable_checkpointing(decoder)
-    check_matryoshka(config, decoder)
+    check_matryoshka(config.matryoshka_dims, decoder)
     decoder = add_lora(
         decoder, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules, config.lean_activations
     )

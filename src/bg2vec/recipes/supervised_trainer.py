@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from transformers.trainer_utils import EvalLoopOutput
 
 from ..data.triples import Triple
-from ..objectives.simcse import simcse_loss
+from ..objectives.contrastive import simcse_loss
 from .trainer import ContrastiveTrainer
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "pooling_mask", "position_ids")
