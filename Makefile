@@ -68,6 +68,7 @@ bench: install llm2vec-env
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/encode_vs_llm2vec.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/vs_llm2vec.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/busy_machine.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/corpus_encode.py
 
 # A third recipe (after `make demo`): supervised contrastive training on real en->bg pairs (data/supervised),
 # held-out retrieval accuracy before and after.

@@ -20,6 +20,7 @@ _WHERE = {
     "Bg2VecError": ".errors",
     "ConfigError": ".errors",
     "DataError": ".errors",
+    "Embeddings": ".corpus.reading",
     "MNTPCollator": ".objectives.masking",
     "MNTPConfig": ".config",
     "MNTPModel": ".objectives.mntp",
@@ -32,6 +33,7 @@ _WHERE = {
     "mntp_logits_at_labels": ".objectives.mntp",
     "mntp_loss": ".objectives.mntp",
     "prepare_tokenizer": ".objectives.masking",
+    "read_embeddings": ".corpus.reading",
     "run_mntp": ".recipes.mntp",
     "run_simcse": ".recipes.simcse",
 }
@@ -40,6 +42,7 @@ __all__ = ["__version__", *sorted(_WHERE, key=str.lower)]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports on demand
     from .config import MNTPConfig, SimCSEConfig, load_config
+    from .corpus.reading import Embeddings, read_embeddings
     from .encoding.encoder import Bg2Vec
     from .errors import Bg2VecError, ConfigError, DataError
     from .models.bidirectional import enable_bidirectional, is_bidirectional

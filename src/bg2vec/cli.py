@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .cli_flags import add_config_flags, given, settings_epilog, split_overrides
-from .config import EncodeConfig, EvaluateConfig, MineNegativesConfig, MNTPConfig, PrepareConfig, SimCSEConfig
+from .config import EncodeConfig, EncodeCorpusConfig, EvaluateConfig, MineNegativesConfig, MNTPConfig, PrepareConfig, SimCSEConfig
 from .config import SupervisedConfig, load_config
 from .errors import Bg2VecError, ConfigError, TrainingInterrupted, first_line
 from .locks import release_all_locks
@@ -139,6 +139,18 @@ def _run_encode(config: EncodeConfig, args: argparse.Namespace) -> None:
     print(f"wrote {rows:,} embeddings ({encoder.settings.pooling_mode} pooling) to {config.output} in {seconds:.0f} s")
 
 
+def _run_encode_corpus(config: EncodeCorpusConfig, args: argparse.Namespace) -> None:
+    from .recipes.encode_corpus import encode_corpus
+
+    try:
+        summary = encode_corpus(config)
+    except KeyboardInterrupt:
+        print(f"\nbg2vec encode-corpus: interrupted; the finished shards in {config.output} are kept: run the same "
+              "command again to go on", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    print(summary.line())
+
+
 def _run_mining(config: MineNegativesConfig, args: argparse.Namespace) -> None:
     from .encoding.encoder import Bg2Vec
     from .encoding.mining import MiningSettings, check_mining_paths, mine_file
@@ -215,6 +227,10 @@ COMMANDS: dict[str, Command] = {
     "encode": Command(
         "Embed the texts of a .txt/.jsonl file into a .npy/.parquet file, streaming.", EncodeConfig, _run_encode,
         {"model_name_or_path": MODEL_FLAG},
+    ),
+    "encode-corpus": Command(
+        "Embed a corpus (files, folders, globs) into Parquet shards + manifest.json: resumable, exactly once, local or Ray.",
+        EncodeCorpusConfig, _run_encode_corpus, {"model_name_or_path": MODEL_FLAG}, positional="inputs",
     ),
     "mine-negatives": Command(
         "Mine hard negatives for (query, positive) rows with an encoder: JSON lines in, triples out, streamed.",

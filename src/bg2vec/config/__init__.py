@@ -4,12 +4,13 @@ Every default lives here. Presets in `configs/`, config files and command-line f
 generates the flags of most commands from these fields. Importing this package loads neither torch nor the encoder.
 
     training.py   TrainingSettings, DataSettings, MatryoshkaSettings; MNTPConfig, SimCSEConfig, SupervisedConfig
-    prepare.py    PrepareConfig          encode.py   EncodeConfig
+    prepare.py    PrepareConfig          encode.py   EncodeConfig        corpus.py   EncodeCorpusConfig
     mining.py     MineNegativesConfig    evaluate.py EvaluateConfig
     loading.py    JSON files and `--key value` strings → a config (types checked, unknown keys named)
     fields.py     `setting(help, default)` and the checks every config uses
 """
 
+from .corpus import EncodeCorpusConfig
 from .encode import EncodeConfig
 from .evaluate import EvaluateConfig
 from .fields import TORCH_DTYPES, setting
@@ -22,6 +23,7 @@ __all__ = [
     "CONFIG_FORMAT_VERSION",
     "DataSettings",
     "EncodeConfig",
+    "EncodeCorpusConfig",
     "EvaluateConfig",
     "KEY_ALIASES",
     "MNTPConfig",

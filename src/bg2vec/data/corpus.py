@@ -148,9 +148,9 @@ def find_sources(
             files = sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p.relative_to(path)))
             if not files:
                 raise ConfigError(setting, name, "a folder holding at least one file")
-            sources.extend(Source(str(p), _file_format(p, format)) for p in files)
+            sources.extend(Source(str(p), file_format(p, format)) for p in files)
         else:
-            sources.append(Source(name, _file_format(path, format)))
+            sources.append(Source(name, file_format(path, format)))
     return sources
 
 
@@ -309,7 +309,8 @@ def _pick_split(loaded: Dataset | DatasetDict, split: str, name: str) -> Dataset
     return loaded[split]
 
 
-def _file_format(path: Path, format: str) -> str:
+def file_format(path: Path, format: str = "auto") -> str:
+    """A file's format: `format` if given, else by its suffix (under a compression suffix), else by its content."""
     if format != "auto":
         return format
     suffixes = [s.lower() for s in path.suffixes]

@@ -79,6 +79,15 @@ class EncoderSettings:
         return replace(self, max_length=positions, doc_max_length=min(self.doc_max_length, positions))
 
 
+def settings_for(plan: ModelPlan, pooling_mode: str | None = None, max_length: int | None = None,
+                 doc_max_length: int | None = None, skip_instruction: bool | None = None) -> EncoderSettings:
+    """The settings `from_plan` encodes with (before the model's position limit): those given, else the plan's
+    saved ones, else the defaults. Known without loading the model (what a corpus manifest records)."""
+    saved = {k: v for k, v in plan.settings.items() if k != "bidirectional"}
+    explicit = dict(pooling_mode=pooling_mode, max_length=max_length, doc_max_length=doc_max_length, skip_instruction=skip_instruction)
+    return EncoderSettings(**{**saved, **{k: v for k, v in explicit.items() if v is not None}})
+
+
 class Bg2Vec(nn.Module):
     """A decoder (bidirectional, adapters applied) + tokenizer + pooling: text in, one vector per text out.
 
@@ -157,14 +166,8 @@ class Bg2Vec(nn.Module):
         if not isinstance(plan, ModelPlan):
             raise ConfigError("plan", plan, "a ModelPlan (from bg2vec.models.layouts.resolve_model)",
                               fix="for a model reference use Bg2Vec.from_pretrained(reference)")
-        saved = dict(plan.settings)
-        bidirectional = saved.pop("bidirectional", True)
-        if enable_bidirectional is not None:
-            bidirectional = enable_bidirectional
-        explicit = dict(
-            pooling_mode=pooling_mode, max_length=max_length, doc_max_length=doc_max_length, skip_instruction=skip_instruction
-        )
-        settings = EncoderSettings(**{**saved, **{k: v for k, v in explicit.items() if v is not None}})
+        bidirectional = plan.settings.get("bidirectional", True) if enable_bidirectional is None else enable_bidirectional
+        settings = settings_for(plan, pooling_mode, max_length, doc_max_length, skip_instruction)
         dtype = model_kwargs.pop("torch_dtype", model_kwargs.pop("dtype", "auto"))
         attn_implementation = model_kwargs.pop("attn_implementation", None)
         decoder = load_model(plan, merge_peft, bidirectional, False, dtype, attn_implementation, **model_kwargs)
