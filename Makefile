@@ -17,7 +17,7 @@ LLM2VEC_CONSTRAINTS := constraints/llm2vec.txt
 # `make test-latest`: the newest versions pyproject allows, in their own venv, to find drift on purpose.
 LATEST_VENV := .venv-latest
 
-.PHONY: install llm2vec-env demo demo-supervised test test-latest constraints bench study clean
+.PHONY: install llm2vec-env system-deps demo demo-supervised test test-latest constraints bench study clean
 
 install: $(BIN)/.installed
 
@@ -57,8 +57,14 @@ demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/bg2vec mntp configs/demo.json --overwrite_output_dir true
 	HF_HUB_OFFLINE=1 $(BIN)/bg2vec simcse configs/demo-simcse.json --overwrite_output_dir true
 
+# The page of `bg2vec serve` is tested in a real headless browser: Debian's chromium and its driver (installed
+# once, with apt-get, where they are missing).
+system-deps:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update && apt-get install -y chromium chromium-driver)
+
 # The interop tests run llm2vec itself, in .venv-llm2vec (built here); they never skip.
-test: install llm2vec-env
+test: install llm2vec-env system-deps
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests
 
 bench: install llm2vec-env
@@ -69,6 +75,7 @@ bench: install llm2vec-env
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/vs_llm2vec.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/busy_machine.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/corpus_encode.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/serve_load.py
 
 # A third recipe (after `make demo`): supervised contrastive training on real en->bg pairs (data/supervised),
 # held-out retrieval accuracy before and after.

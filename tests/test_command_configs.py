@@ -9,14 +9,16 @@ import sys
 import pytest
 
 from bg2vec import cli
-from bg2vec.config import EncodeConfig, EvaluateConfig, MineNegativesConfig, PrepareConfig
+from bg2vec.config import EncodeConfig, EvaluateConfig, MineNegativesConfig, PrepareConfig, ServeConfig
 
-GENERATED = {"encode": EncodeConfig, "mine-negatives": MineNegativesConfig, "evaluate": EvaluateConfig, "prepare": PrepareConfig}
+GENERATED = {"encode": EncodeConfig, "mine-negatives": MineNegativesConfig, "evaluate": EvaluateConfig, "prepare": PrepareConfig,
+             "serve": ServeConfig}
 REQUIRED = {
     "encode": ["--model", "m", "--input", "a.txt", "--output", "b.npy"],
     "mine-negatives": ["--model", "m", "--input", "a.jsonl", "--output", "b.jsonl"],
     "evaluate": ["--model", "m", "--tasks", "t", "--output-dir", "out"],
     "prepare": ["a.txt", "--model", "m", "--output", "out"],
+    "serve": ["--model", "m"],
 }
 
 

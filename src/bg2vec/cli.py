@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 from .cli_flags import add_config_flags, given, settings_epilog, split_overrides
 from .config import EncodeConfig, EncodeCorpusConfig, EvaluateConfig, MineNegativesConfig, MNTPConfig, PrepareConfig, SimCSEConfig
-from .config import SupervisedConfig, load_config
+from .config import ServeConfig, SupervisedConfig, load_config
 from .errors import Bg2VecError, ConfigError, TrainingInterrupted, first_line
 from .locks import release_all_locks
 
@@ -189,6 +189,38 @@ def add_resume_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# ==== bg2vec serve ======================================================================================
+
+def _run_serve(config: ServeConfig, args: argparse.Namespace) -> None:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError("serve", exc.name, "fastapi and uvicorn installed", fix="pip install 'bg2vec-toolkit[serve]'") from None
+    from .serving.app import ServeLimits, create_app
+    from .serving.batcher import BatchLimits
+    from .serving.model import Instructions, ServedModel
+    from .serving.server import bind_socket, load_encoders, run_server
+
+    sock = bind_socket(config.host, config.port)  # a busy port fails before the model loads
+    try:
+        encoder, *replicas = load_encoders(config.model_name_or_path, config.adapter, config.devices(),
+                                           torch_dtype=config.torch_dtype, pooling_mode=config.pooling_mode,
+                                           max_length=config.max_length)
+        served = ServedModel(encoder, config.served_model_name or config.model_name_or_path, config.truncate,
+                             Instructions(config.query_instruction, config.document_instruction), replicas)
+        batching = BatchLimits(config.max_batch_tokens, config.batch_size, config.max_wait_ms / 1000,
+                               config.max_queued_requests, config.max_queued_tokens)
+        limits = ServeLimits(config.max_inputs, config.max_request_tokens, config.max_body_bytes, batching, config.api_key)
+        host, port = sock.getsockname()[:2]
+        devices = ", ".join(str(worker.device) for worker in served.workers)
+        print(f"bg2vec serve: {served.name} ({served.dimensions} dims, on {devices}) at http://{host}:{port} once warmed up",
+              flush=True)
+        run_server(create_app(served, limits), sock, config.log_level)
+    finally:
+        sock.close()
+
+
 MODEL_FLAG = ("--model", "--model-name-or-path")
 
 
@@ -239,6 +271,10 @@ COMMANDS: dict[str, Command] = {
     "evaluate": Command(
         "Score encoders on MTEB tasks and local task folders; a report (Markdown, PNG, JSON); earlier runs compared.",
         EvaluateConfig, _run_evaluate, {"models": ("--model",), "labels": ("--label",)},
+    ),
+    "serve": Command(
+        "Serve the encoder over HTTP: OpenAI's /v1/embeddings, /v1/rerank, a page at /, /health and /metrics.",
+        ServeConfig, _run_serve, {"model_name_or_path": MODEL_FLAG},
     ),
 }
 

@@ -6,6 +6,7 @@ generates the flags of most commands from these fields. Importing this package l
     training.py   TrainingSettings, DataSettings, MatryoshkaSettings; MNTPConfig, SimCSEConfig, SupervisedConfig
     prepare.py    PrepareConfig          encode.py   EncodeConfig        corpus.py   EncodeCorpusConfig
     mining.py     MineNegativesConfig    evaluate.py EvaluateConfig
+    serve.py      ServeConfig
     loading.py    JSON files and `--key value` strings → a config (types checked, unknown keys named)
     fields.py     `setting(help, default)` and the checks every config uses
 """
@@ -17,6 +18,7 @@ from .fields import TORCH_DTYPES, setting
 from .loading import CONFIG_FORMAT_VERSION, KEY_ALIASES, config_from_dict, config_help, config_to_dict, load_config
 from .mining import MineNegativesConfig
 from .prepare import PrepareConfig
+from .serve import ServeConfig
 from .training import DataSettings, MatryoshkaSettings, MNTPConfig, SimCSEConfig, SupervisedConfig, TrainingSettings
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "MatryoshkaSettings",
     "MineNegativesConfig",
     "PrepareConfig",
+    "ServeConfig",
     "SimCSEConfig",
     "SupervisedConfig",
     "TORCH_DTYPES",
