@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .cli_flags import add_config_flags, given, settings_epilog, split_overrides
-from .config import EncodeConfig, EncodeCorpusConfig, EvaluateConfig, MineNegativesConfig, MNTPConfig, PrepareConfig, SimCSEConfig
-from .config import ServeConfig, SupervisedConfig, load_config
+from .config import EncodeConfig, EncodeCorpusConfig, EvaluateConfig, ExportConfig, MineNegativesConfig, MNTPConfig
+from .config import PrepareConfig, ServeConfig, SimCSEConfig, SupervisedConfig, load_config
 from .errors import Bg2VecError, ConfigError, TrainingInterrupted, first_line
 from .locks import release_all_locks
 
@@ -182,6 +182,28 @@ def _run_evaluate(config: EvaluateConfig, args: argparse.Namespace) -> None:
     print(f"took {time.time() - started:.0f} s")
 
 
+# --- export (`bg2vec export`) ------------------------------------------------------------------------------------
+
+def _run_export(config: ExportConfig, args: argparse.Namespace) -> None:
+    from .encoding.encoder import Bg2Vec
+    from .exports import check_target, export_model
+    from .exports.common import check_output
+
+    sources = {"--model": config.model_name_or_path, "--adapter": config.adapter}
+    check_output(config.output, sources, config.overwrite)  # before the (slow) load
+    started = time.time()
+    encoder = Bg2Vec.from_pretrained(config.model_name_or_path, config.adapter, merge_peft=True, torch_dtype="float32")
+    check_target(encoder, config.to, config.gguf_types)
+    result = export_model(encoder, config.to, config.output, config.prompts, config.truncate_dim, config.gguf_types,
+                          not config.no_int8, config.overwrite, sources)
+    print(f"wrote {', '.join(result.files)} to {result.path} for {config.to} ({encoder.settings.pooling_mode} pooling)")
+    for note in result.notes:
+        print(f"note: {note}")
+    print(f"took {time.time() - started:.0f} s")
+
+# --- end of export -----------------------------------------------------------------------------------------------
+
+
 def add_resume_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
@@ -275,6 +297,12 @@ COMMANDS: dict[str, Command] = {
     "serve": Command(
         "Serve the encoder over HTTP: OpenAI's /v1/embeddings, /v1/rerank, a page at /, /health and /metrics.",
         ServeConfig, _run_serve, {"model_name_or_path": MODEL_FLAG},
+    ),
+    "export": Command(
+        "Write a folder sentence-transformers, ONNX Runtime, llama.cpp, TEI or vLLM reads, adapters merged, with the "
+        "attention switch, pooling and instructions that runtime needs.",
+        ExportConfig, _run_export,
+        {"model_name_or_path": MODEL_FLAG, "instructions": ("--instruction",), "gguf_types": ("--gguf-type",)},
     ),
 }
 
