@@ -24,10 +24,18 @@ from .cli_flags import add_config_flags, given, settings_epilog, split_overrides
 from .config import EncodeConfig, EncodeCorpusConfig, EvaluateConfig, ExportConfig, MineNegativesConfig, MNTPConfig
 from .config import PrepareConfig, ServeConfig, SimCSEConfig, SupervisedConfig, load_config
 from .errors import Bg2VecError, ConfigError, TrainingInterrupted, first_line
+from .locks import release_all_locks
 
 EXIT_BAD_INPUT = 2
 EXIT_ENVIRONMENT = 1  # the machine refused (disk full, I/O error): one line, no traceback
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
+# What Ctrl-C leaves, by command (training interrupted mid-run says where it stopped, and how to resume)
+INTERRUPTED = {
+    "encode": "interrupted; no output file was written",
+    "mine-negatives": "interrupted; no output file was written",
+    "prepare": "interrupted; no output folder was written (tokenized documents already cached are kept)",
+    "evaluate": "interrupted; no report was written (scores of tasks that finished are in the result cache)",
+}
 
 
 def _train(run: Callable, config: Any, args: argparse.Namespace, final_line: Callable[[dict], str], saved: str,
@@ -98,22 +106,32 @@ def _run_prepare(config: PrepareConfig, args: argparse.Namespace) -> None:
 
 
 def _run_encode(config: EncodeConfig, args: argparse.Namespace) -> None:
+    from .encoding.devices import checked_device
     from .encoding.encoder import Bg2Vec
     from .encoding.files import check_paths, encode_file
+    from .models.layouts import resolve_model
+    from .paths import plan_inputs
 
-    check_paths(config.input, config.output, {"--model": config.model_name_or_path, "--adapter": config.adapter})
-    started = time.time()
+    models = {"--model": config.model_name_or_path, "--adapter": config.adapter}
+    check_paths(config.input, config.output, models, config.overwrite)
+    # the whole chain the model reads (base, adapters, tokenizer): the output may be none of them
+    check_paths(config.input, config.output, plan_inputs(resolve_model(config.model_name_or_path, config.adapter), "--model"),
+                config.overwrite)
     devices = config.devices()
+    for device in [devices] if isinstance(devices, str) else devices or []:
+        checked_device(device)  # before the model loads
+    started = time.time()
     placement = {"device_map": devices} if isinstance(devices, str) else {}  # one device: load the model there
     encoder = Bg2Vec.from_pretrained(
         config.model_name_or_path, config.adapter, merge_peft=config.merge_adapter, pooling_mode=config.pooling_mode,
-        max_length=config.max_length, torch_dtype=config.torch_dtype, **placement,
+        max_length=config.max_length, torch_dtype=config.torch_dtype, trust_remote_code=config.trust_remote_code,
+        **placement,
     )
     try:
         rows = encode_file(
             encoder, config.input, config.output, batch_size=config.batch_size, chunk_size=config.chunk_size,
             instruction=config.instruction, normalize_embeddings=config.normalize, device=devices,
-            dim=config.dim, max_batch_tokens=config.max_batch_tokens,
+            dim=config.dim, max_batch_tokens=config.max_batch_tokens, overwrite=config.overwrite,
         )
     finally:
         encoder.stop_pool()
@@ -135,14 +153,19 @@ def _run_encode_corpus(config: EncodeCorpusConfig, args: argparse.Namespace) -> 
 
 def _run_mining(config: MineNegativesConfig, args: argparse.Namespace) -> None:
     from .encoding.encoder import Bg2Vec
-    from .encoding.mining import MiningSettings, mine_file
+    from .encoding.mining import MiningSettings, check_mining_paths, mine_file
+    from .models.layouts import resolve_model
+    from .paths import plan_inputs
 
     settings = MiningSettings(**config.mining())
     if not Path(config.input).exists():
         raise ConfigError("--input", config.input, "an existing .jsonl file or folder", fix="check the path")
+    models = plan_inputs(resolve_model(config.model_name_or_path, config.adapter), "--model")
+    check_mining_paths(config.input, config.output, config.pool, config.overwrite, models)
     started = time.time()
-    encoder = Bg2Vec.from_pretrained(config.model_name_or_path, config.adapter, torch_dtype=config.torch_dtype)
-    counts = mine_file(encoder, config.input, config.output, settings, config.pool, config.overwrite)
+    encoder = Bg2Vec.from_pretrained(config.model_name_or_path, config.adapter, torch_dtype=config.torch_dtype,
+                                     trust_remote_code=config.trust_remote_code)
+    counts = mine_file(encoder, config.input, config.output, settings, config.pool, config.overwrite, models)
     print(f"wrote {counts['rows']:,} rows with {counts['negatives']:,} hard negatives "
           f"({counts['rows_without_negative']:,} rows found none) to {config.output} in {time.time() - started:.0f} s")
 
@@ -327,11 +350,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nbg2vec {args.command}: {_interrupted_line(exc, argv)}", file=sys.stderr)  # below a progress bar
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
-        print(f"\nbg2vec {args.command}: interrupted before training started; nothing was written", file=sys.stderr)
+        said = INTERRUPTED.get(args.command, "interrupted before training started; nothing was written")
+        print(f"\nbg2vec {args.command}: {said}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as exc:
         print(f"bg2vec {args.command}: error: {first_line(exc)}", file=sys.stderr)
         return EXIT_ENVIRONMENT
+    finally:
+        release_all_locks()
     return 0
 
 
