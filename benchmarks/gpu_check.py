@@ -13,6 +13,8 @@ MFU convention: LoRA training with frozen base weights costs about 4·N FLOPs pe
 2·N for the activation gradients, no weight gradients; LoRA's own FLOPs and attention's T² term are left out,
 and so is the recomputation gradient checkpointing adds), N = parameters of the decoder layers plus the LM head.
 Peak bf16 dense throughput of the GPU is taken from --peak-tflops (H200 / H100 SXM: 989).
+3. With --runtimes: `bg2vec export --to vllm` run by vLLM (installed here if missing) on the parity set.
+
 Figures go to stdout and, as JSON, to $OUT/gpu_check.json when OUT is set.
 """
 
@@ -159,11 +161,50 @@ def _measure(workload: str, batch: int, seq: int, attention: str, peak_tflops: f
     }
 
 
+def vllm_parity(workdir: Path) -> dict:
+    """`bg2vec export --to vllm` of a tiny random Mistral, served by vLLM itself (pip-installed here when missing):
+    the parity set's vectors against bg2vec pooling every token of the joined input (what vLLM computes: it has
+    no instruction exclusion), and against bg2vec's own (skip_instruction) vectors. A separate process, so
+    vLLM's CUDA setup cannot disturb the runs above."""
+    import subprocess
+
+    if importlib.util.find_spec("vllm") is None:
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "vllm"], check=True)
+    script = f"""
+import json, sys
+sys.path.insert(0, {str(ROOT / 'tests')!r}); sys.path.insert(0, {str(ROOT / 'src')!r})
+from dataclasses import replace
+import numpy as np, torch
+from transformers import AutoModelForCausalLM
+from conftest import build_tokenizer, tiny_config
+from bg2vec import Bg2Vec
+from bg2vec.exports import export_model
+from bg2vec.exports.parity import PARITY_SET, cosines, joined
+tokenizer = build_tokenizer(); torch.manual_seed(0)
+AutoModelForCausalLM.from_config(tiny_config("mistral", len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)).save_pretrained({str(workdir / 'm')!r})
+tokenizer.save_pretrained({str(workdir / 'm')!r})
+encoder = Bg2Vec.from_pretrained({str(workdir / 'm')!r}, torch_dtype="float32", device_map="cpu")
+export_model(encoder, "vllm", {str(workdir / 'vllm')!r})
+every = Bg2Vec(encoder.model, encoder.tokenizer, replace(encoder.settings, skip_instruction=False), encoder.name_or_path)
+from vllm import LLM
+llm = LLM({str(workdir / 'vllm')!r}, runner="pooling", dtype="float32", enforce_eager=True, gpu_memory_utilization=0.2)
+got = np.array([o.outputs.embedding for o in llm.embed(joined(PARITY_SET))], dtype=np.float32)
+print(json.dumps({{"vs_all_tokens_pooled": float(cosines(got, every.encode(joined(PARITY_SET))).min()),
+                  "vs_bg2vec": float(cosines(got, encoder.encode(PARITY_SET)).min())}}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900)
+    line = done.stdout.strip().splitlines()[-1] if done.returncode == 0 and done.stdout.strip() else None
+    result = json.loads(line) if line else {"error": done.stderr.strip().splitlines()[-5:]}
+    print(f"vllm parity: {result}", flush=True)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke-only", action="store_true", help="only the tiny smoke runs")
     parser.add_argument("--steps", type=int, default=5, help="timed 7B steps per workload")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's peak bf16 dense TFLOPS")
+    parser.add_argument("--runtimes", action="store_true", help="also the vLLM export's parity set (pip installs vllm)")
     args = parser.parse_args()
     import torch
 
@@ -177,6 +218,9 @@ def main() -> None:
         if device != "cuda":
             raise SystemExit("the 7B-shaped step needs a GPU (run with --smoke-only here)")
         report["seven_b"] = seven_b_step(args.peak_tflops, args.steps)
+    if args.runtimes:
+        with tempfile.TemporaryDirectory() as tmp:
+            report["vllm_parity"] = vllm_parity(Path(tmp))
     if os.environ.get("OUT"):
         (Path(os.environ["OUT"]) / "gpu_check.json").write_text(json.dumps(report, indent=1))
     print("gpu_check: done")

@@ -15,7 +15,7 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "bg2vec"
 # Bottom first. A module may import from its own layer's package and from lower layers only.
 LAYERS = [
     {"_version", "errors"},
-    {"paths", "processes"},
+    {"paths", "processes", "locks"},
     {"models"},
     {"data"},
     {"encoding"},

@@ -133,7 +133,7 @@ def card_blocks(chain) -> dict[str, list[tuple[str, str]]]:
 
 
 OURS = """
-import json, shlex, sys, numpy as np
+import json, os, shlex, sys, numpy as np
 from bg2vec.cli import main
 blocks = json.loads(open(sys.argv[1], encoding="utf-8").read())
 open("texts.txt", "w", encoding="utf-8").write("София е столицата на България.\\nПловдив е стар град.\\n")
@@ -145,6 +145,7 @@ for folder, cards in blocks.items():
                 assert argv[0] == "bg2vec", line
                 assert main(argv[1:]) == 0, line
                 assert np.load("embeddings.npy").shape[0] == 2
+                os.remove("embeddings.npy")  # the next card's command writes it anew (encode never replaces unasked)
         else:
             space = {}
             exec(code, space)

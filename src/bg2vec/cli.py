@@ -21,13 +21,21 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .cli_flags import add_config_flags, given, settings_epilog, split_overrides
-from .config import EncodeConfig, EncodeCorpusConfig, EvaluateConfig, MergeConfig, MineNegativesConfig, MNTPConfig, PrepareConfig, SimCSEConfig
-from .config import ServeConfig, SupervisedConfig, load_config
+from .config import EncodeConfig, EncodeCorpusConfig, EvaluateConfig, ExportConfig, MergeConfig, MineNegativesConfig, MNTPConfig
+from .config import PrepareConfig, ServeConfig, SimCSEConfig, SupervisedConfig, load_config
 from .errors import Bg2VecError, ConfigError, TrainingInterrupted, first_line
+from .locks import release_all_locks
 
 EXIT_BAD_INPUT = 2
 EXIT_ENVIRONMENT = 1  # the machine refused (disk full, I/O error): one line, no traceback
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
+# What Ctrl-C leaves, by command (training interrupted mid-run says where it stopped, and how to resume)
+INTERRUPTED = {
+    "encode": "interrupted; no output file was written",
+    "mine-negatives": "interrupted; no output file was written",
+    "prepare": "interrupted; no output folder was written (tokenized documents already cached are kept)",
+    "evaluate": "interrupted; no report was written (scores of tasks that finished are in the result cache)",
+}
 
 
 def _train(run: Callable, config: Any, args: argparse.Namespace, final_line: Callable[[dict], str], saved: str,
@@ -98,22 +106,32 @@ def _run_prepare(config: PrepareConfig, args: argparse.Namespace) -> None:
 
 
 def _run_encode(config: EncodeConfig, args: argparse.Namespace) -> None:
+    from .encoding.devices import checked_device
     from .encoding.encoder import Bg2Vec
     from .encoding.files import check_paths, encode_file
+    from .models.layouts import resolve_model
+    from .paths import plan_inputs
 
-    check_paths(config.input, config.output, {"--model": config.model_name_or_path, "--adapter": config.adapter})
-    started = time.time()
+    models = {"--model": config.model_name_or_path, "--adapter": config.adapter}
+    check_paths(config.input, config.output, models, config.overwrite)
+    # the whole chain the model reads (base, adapters, tokenizer): the output may be none of them
+    check_paths(config.input, config.output, plan_inputs(resolve_model(config.model_name_or_path, config.adapter), "--model"),
+                config.overwrite)
     devices = config.devices()
+    for device in [devices] if isinstance(devices, str) else devices or []:
+        checked_device(device)  # before the model loads
+    started = time.time()
     placement = {"device_map": devices} if isinstance(devices, str) else {}  # one device: load the model there
     encoder = Bg2Vec.from_pretrained(
         config.model_name_or_path, config.adapter, merge_peft=config.merge_adapter, pooling_mode=config.pooling_mode,
-        max_length=config.max_length, torch_dtype=config.torch_dtype, **placement,
+        max_length=config.max_length, torch_dtype=config.torch_dtype, trust_remote_code=config.trust_remote_code,
+        **placement,
     )
     try:
         rows = encode_file(
             encoder, config.input, config.output, batch_size=config.batch_size, chunk_size=config.chunk_size,
             instruction=config.instruction, normalize_embeddings=config.normalize, device=devices,
-            dim=config.dim, max_batch_tokens=config.max_batch_tokens,
+            dim=config.dim, max_batch_tokens=config.max_batch_tokens, overwrite=config.overwrite,
         )
     finally:
         encoder.stop_pool()
@@ -135,14 +153,19 @@ def _run_encode_corpus(config: EncodeCorpusConfig, args: argparse.Namespace) -> 
 
 def _run_mining(config: MineNegativesConfig, args: argparse.Namespace) -> None:
     from .encoding.encoder import Bg2Vec
-    from .encoding.mining import MiningSettings, mine_file
+    from .encoding.mining import MiningSettings, check_mining_paths, mine_file
+    from .models.layouts import resolve_model
+    from .paths import plan_inputs
 
     settings = MiningSettings(**config.mining())
     if not Path(config.input).exists():
         raise ConfigError("--input", config.input, "an existing .jsonl file or folder", fix="check the path")
+    models = plan_inputs(resolve_model(config.model_name_or_path, config.adapter), "--model")
+    check_mining_paths(config.input, config.output, config.pool, config.overwrite, models)
     started = time.time()
-    encoder = Bg2Vec.from_pretrained(config.model_name_or_path, config.adapter, torch_dtype=config.torch_dtype)
-    counts = mine_file(encoder, config.input, config.output, settings, config.pool, config.overwrite)
+    encoder = Bg2Vec.from_pretrained(config.model_name_or_path, config.adapter, torch_dtype=config.torch_dtype,
+                                     trust_remote_code=config.trust_remote_code)
+    counts = mine_file(encoder, config.input, config.output, settings, config.pool, config.overwrite, models)
     print(f"wrote {counts['rows']:,} rows with {counts['negatives']:,} hard negatives "
           f"({counts['rows_without_negative']:,} rows found none) to {config.output} in {time.time() - started:.0f} s")
 
@@ -165,6 +188,28 @@ def _run_merge(config: MergeConfig, args: argparse.Namespace) -> None:
     described = run_merge(config)
     merged = described["merged_from"]
     print(f"merged {len(merged['adapters'])} adapters ({merged['method']}, rank {merged['rank_each']} each) into {config.output}")
+
+
+# --- export (`bg2vec export`) ------------------------------------------------------------------------------------
+
+def _run_export(config: ExportConfig, args: argparse.Namespace) -> None:
+    from .encoding.encoder import Bg2Vec
+    from .exports import check_target, export_model
+    from .exports.common import check_output
+
+    sources = {"--model": config.model_name_or_path, "--adapter": config.adapter}
+    check_output(config.output, sources, config.overwrite)  # before the (slow) load
+    started = time.time()
+    encoder = Bg2Vec.from_pretrained(config.model_name_or_path, config.adapter, merge_peft=True, torch_dtype="float32")
+    check_target(encoder, config.to, config.gguf_types)
+    result = export_model(encoder, config.to, config.output, config.prompts, config.truncate_dim, config.gguf_types,
+                          not config.no_int8, config.overwrite, sources)
+    print(f"wrote {', '.join(result.files)} to {result.path} for {config.to} ({encoder.settings.pooling_mode} pooling)")
+    for note in result.notes:
+        print(f"note: {note}")
+    print(f"took {time.time() - started:.0f} s")
+
+# --- end of export -----------------------------------------------------------------------------------------------
 
 
 def add_resume_argument(parser: argparse.ArgumentParser) -> None:
@@ -190,7 +235,7 @@ def _run_serve(config: ServeConfig, args: argparse.Namespace) -> None:
     sock = bind_socket(config.host, config.port)  # a busy port fails before the model loads
     try:
         encoder, *replicas = load_encoders(config.model_name_or_path, config.adapter, config.devices(),
-                                           torch_dtype=config.torch_dtype, pooling_mode=config.pooling_mode,
+                                           config.backend, config.onnx_variant, torch_dtype=config.torch_dtype, pooling_mode=config.pooling_mode,
                                            max_length=config.max_length)
         served = ServedModel(encoder, config.served_model_name or config.model_name_or_path, config.truncate,
                              Instructions(config.query_instruction, config.document_instruction), replicas)
@@ -265,6 +310,12 @@ COMMANDS: dict[str, Command] = {
         "Serve the encoder over HTTP: OpenAI's /v1/embeddings, /v1/rerank, a page at /, /health and /metrics.",
         ServeConfig, _run_serve, {"model_name_or_path": MODEL_FLAG},
     ),
+    "export": Command(
+        "Write a folder sentence-transformers, ONNX Runtime, llama.cpp, TEI or vLLM reads, adapters merged, with the "
+        "attention switch, pooling and instructions that runtime needs.",
+        ExportConfig, _run_export,
+        {"model_name_or_path": MODEL_FLAG, "instructions": ("--instruction",), "gguf_types": ("--gguf-type",)},
+    ),
 }
 
 
@@ -311,11 +362,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nbg2vec {args.command}: {_interrupted_line(exc, argv)}", file=sys.stderr)  # below a progress bar
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
-        print(f"\nbg2vec {args.command}: interrupted before training started; nothing was written", file=sys.stderr)
+        said = INTERRUPTED.get(args.command, "interrupted before training started; nothing was written")
+        print(f"\nbg2vec {args.command}: {said}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as exc:
         print(f"bg2vec {args.command}: error: {first_line(exc)}", file=sys.stderr)
         return EXIT_ENVIRONMENT
+    finally:
+        release_all_locks()
     return 0
 
 

@@ -24,6 +24,14 @@ class DataError(Bg2VecError):
     """The input data cannot give what a run needs (empty corpus, blocks too short, missing column...)."""
 
 
+class TrainingDiverged(Bg2VecError):
+    """Training reached a state it cannot learn from (a NaN or infinite loss or gradient, a gradient stuck at 0)."""
+
+
+class NonFiniteEmbeddings(Bg2VecError):
+    """A model gave NaN or infinite embeddings: its weights are broken, and no result computed from them is."""
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (library errors can run to pages), or its type's name."""
     text = str(exc).strip().splitlines()

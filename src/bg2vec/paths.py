@@ -3,10 +3,14 @@ a folder that is not a bg2vec output. Every check runs before anything is read o
 
 from __future__ import annotations
 
+import errno
+import fnmatch
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import ConfigError, first_line
@@ -59,8 +63,10 @@ def check_creatable(folder: str | Path, setting: str) -> None:
 
 def is_bg2vec_output(folder: Path) -> bool:
     """Whether `folder` holds a bg2vec result or a run's checkpoints (what overwriting may replace)."""
-    if any((folder / marker).is_file() for marker in BG2VEC_OUTPUT_MARKERS):
+    if any((folder / marker).is_file() for marker in (*BG2VEC_OUTPUT_MARKERS, WRITTEN_RECORD)):
         return True
+    if any(child.is_dir() for child in folder.glob(".partial-checkpoint-*")):
+        return True  # a run that died (disk full, killed) while writing its first checkpoint
     return any((child / "trainer_state.json").is_file() for child in folder.glob("checkpoint-*"))
 
 
@@ -92,13 +98,112 @@ def check_output_dir(
         )
 
 
+# The record of what bg2vec wrote into an output folder: overwriting deletes these files and nothing else.
+WRITTEN_RECORD = ".bg2vec-written.json"
+# What bg2vec writes, by name, for folders written before the record existed (and for checkpoints of a run
+# that was killed before it could write the record).
+CHECKPOINT_PATTERNS = ("checkpoint-*", ".partial-checkpoint-*")  # a run's, whether or not its record was written
+OWN_PATTERNS = (
+    *CHECKPOINT_PATTERNS, "adapter_model.safetensors", "adapter_config.json", "config.json",
+    "generation_config.json", "tokenizer*.json", "special_tokens_map.json", "chat_template.jinja", "README.md",
+    "metrics.json", "*_curves.png", "training_args.bin", WRITTEN_RECORD, *BG2VEC_OUTPUT_MARKERS,
+    "evaluation.md", "evaluation.png", "train", "validation", "dataset_dict.json", "lm_head.safetensors",
+)  # fmt: skip
+
+
+def written_files(folder: str | Path) -> set[str] | None:
+    """The top-level names bg2vec recorded writing into `folder`, or None where it keeps no record."""
+    record = Path(folder) / WRITTEN_RECORD
+    try:
+        return set(json.loads(record.read_text(encoding="utf-8"))["written"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def foreign_files(folder: str | Path) -> list[str]:
+    """The top-level names in `folder` that bg2vec did not write (kept when the folder is overwritten)."""
+    path = Path(folder)
+    if not path.is_dir():
+        return []
+    recorded = written_files(path)
+    patterns = CHECKPOINT_PATTERNS if recorded is not None else OWN_PATTERNS
+    ours = lambda name: name in (recorded or ()) or name == WRITTEN_RECORD or any(  # noqa: E731
+        fnmatch.fnmatch(name, pattern) for pattern in patterns)
+    return sorted(child.name for child in path.iterdir() if not ours(child.name))
+
+
+def record_written(folder: str | Path, kept: list[str] | tuple[str, ...] = ()) -> None:
+    """Write the record of `folder`: every top-level name in it but `kept` (files that were there before and are
+    not bg2vec's; by default those of an earlier record's `kept`)."""
+    path = Path(folder)
+    if not path.is_dir():
+        return
+    earlier = _read_record(path).get("kept", [])
+    keep = set(kept) | set(earlier)
+    names = sorted(child.name for child in path.iterdir() if child.name not in keep and child.name != WRITTEN_RECORD)
+    partial = path / f"{WRITTEN_RECORD}.{os.getpid()}.tmp"
+    partial.write_text(json.dumps({"written": names, "kept": sorted(keep)}, indent=1), encoding="utf-8")
+    os.replace(partial, path / WRITTEN_RECORD)
+
+
+def _read_record(folder: Path) -> dict:
+    try:
+        value = json.loads((folder / WRITTEN_RECORD).read_text(encoding="utf-8"))
+        return value if isinstance(value, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
 def clear_output_dir(output_dir: str | Path) -> None:
-    """Empty a bg2vec output folder that a new run overwrites (old checkpoints would otherwise be resumed)."""
+    """Empty a bg2vec output folder that a new run overwrites of what bg2vec wrote there (old checkpoints would
+    otherwise be resumed); every other file stays, and is recorded as kept so the new record leaves it out."""
     path = Path(output_dir)
     if not path.is_dir() or not is_bg2vec_output(path):
         return
+    kept = foreign_files(path)
     for child in path.iterdir():
+        if child.name in kept:
+            continue
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child)
         else:
             child.unlink()
+    if kept:
+        record = path / WRITTEN_RECORD
+        record.write_text(json.dumps({"written": [], "kept": kept}, indent=1), encoding="utf-8")
+
+
+def plan_inputs(plan, prefix: str) -> dict[str, str]:
+    """Every local path a resolved model (`ModelPlan`) reads, by a name for messages: base weights, tokenizer,
+    each adapter of its chain."""
+    paths = {f"{prefix} (its base weights)": plan.weights, f"{prefix} (its tokenizer)": plan.tokenizer}
+    for adapter in plan.adapters:
+        paths[f"{prefix} (adapter {adapter})"] = adapter
+    for name in plan.names:
+        paths.setdefault(f"{prefix} ({name})", name)
+    return {name: value for name, value in paths.items() if value}
+
+
+DISK_FULL_WORDS = ("No space left", "file write failed", "unexpected pos", "Disk quota exceeded", "IoError")
+
+
+@contextmanager
+def disk_writes(folder: str | Path, what: str, cleanup: Callable[[], None] = lambda: None) -> Iterator[None]:
+    """Turn a failed write into `folder` on a full disk into one `OSError` line (the CLI prints it, exit 1).
+
+    torch's zip writer ("unexpected pos"), safetensors ("IoError") and tokenizers do not raise ENOSPC as an
+    OSError, so the CLI would print their tracebacks; `cleanup` removes what was half written first."""
+    try:
+        yield
+    except Exception as exc:
+        if isinstance(exc, ValueError) and type(exc).__module__.startswith("bg2vec"):
+            raise
+        path = Path(folder).absolute()
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        free = shutil.disk_usage(existing).free
+        full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or any(w in str(exc) for w in DISK_FULL_WORDS)
+        if not full and free > 16 * 2**20:
+            raise
+        cleanup()
+        raise OSError(errno.ENOSPC, f"no space left while writing {what} into {folder} ({free // 1024:,} KiB free): "
+                                    "free some space, then run again") from None

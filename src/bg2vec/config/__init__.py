@@ -7,6 +7,7 @@ generates the flags of most commands from these fields. Importing this package l
     prepare.py    PrepareConfig          encode.py   EncodeConfig        corpus.py   EncodeCorpusConfig
     mining.py     MineNegativesConfig    evaluate.py EvaluateConfig
     serve.py      ServeConfig            merge.py    MergeConfig
+    export.py     ExportConfig
     loading.py    JSON files and `--key value` strings → a config (types checked, unknown keys named)
     fields.py     `setting(help, default)` and the checks every config uses
 """
@@ -14,6 +15,7 @@ generates the flags of most commands from these fields. Importing this package l
 from .corpus import EncodeCorpusConfig
 from .encode import EncodeConfig
 from .evaluate import EvaluateConfig
+from .export import ExportConfig
 from .fields import TORCH_DTYPES, setting
 from .loading import CONFIG_FORMAT_VERSION, KEY_ALIASES, config_from_dict, config_help, config_to_dict, load_config
 from .merge import MergeConfig
@@ -28,6 +30,7 @@ __all__ = [
     "EncodeConfig",
     "EncodeCorpusConfig",
     "EvaluateConfig",
+    "ExportConfig",
     "KEY_ALIASES",
     "MNTPConfig",
     "MatryoshkaSettings",

@@ -24,6 +24,8 @@ class EncodeConfig:
     instruction: str | None = setting("Instruction paired with every plain text (left out of the pooling).", None)
     normalize: bool = setting("L2-normalize the embeddings.", False)
     torch_dtype: str = setting("auto, float32, bfloat16 or float16.", "auto")
+    trust_remote_code: bool = setting("Run Python code that comes with the model (only for a model you trust).", False)
+    overwrite: bool = setting("Replace an existing output file.", False)
     device: str | None = setting(
         "cpu, cuda, cuda:1..., or several (cuda:0,cuda:1): a worker process each; None: cuda if available.", None
     )

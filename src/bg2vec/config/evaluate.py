@@ -28,6 +28,7 @@ class EvaluateConfig:
     pooling_mode: str | None = setting("Pooling, overriding the saved one.", None)
     max_length: int | None = setting("Tokens per input, overriding the saved one.", None)
     torch_dtype: str = setting("auto, bfloat16, float16 or float32.", "auto")
+    trust_remote_code: bool = setting("Run Python code that comes with the model (only for a model you trust).", False)
     cache_dir: str | None = setting("Result cache; None = ~/.cache/bg2vec/evaluate ($BG2VEC_CACHE).", None)
     no_cache: bool = setting("Compute every score again (and do not store them).", False)
     contamination: bool = setting("Report, per task, the share of its texts found in each model's recorded training files (exact and 13-gram).", False)

@@ -30,6 +30,7 @@ class MineNegativesConfig:
     chunk_size: int = setting("Queries scored at a time.", 1024)
     overwrite: bool = setting("Replace an existing output.", False)
     torch_dtype: str = setting("auto, float32, bfloat16 or float16.", "auto")
+    trust_remote_code: bool = setting("Run Python code that comes with the model (only for a model you trust).", False)
 
     def __post_init__(self) -> None:
         for name, flag in (("model_name_or_path", "--model"), ("input", "--input"), ("output", "--output")):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ..encoding.choices import POOLING_MODES
+from ..encoding.choices import BACKENDS, ONNX_VARIANTS, POOLING_MODES
 from ..errors import ConfigError
 from .fields import TORCH_DTYPES, check_choice, check_positive, setting
 
@@ -26,6 +26,8 @@ class ServeConfig:
         "cpu, cuda, cuda:1..., or several (cuda:0,cuda:1: a model copy and a thread each, behind one queue); "
         "default: where the model loads (cuda if available).", None)
     api_key: str | None = setting(f"Require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV} if set, else open).", None)
+    backend: str = setting("torch, or onnx: ONNX Runtime on a `bg2vec export --to onnx` folder (CPU).", "torch")
+    onnx_variant: str = setting("With --backend onnx: fp32, or int8 (the dynamically quantized model).", "fp32")
     torch_dtype: str = setting("auto, bfloat16, float16 or float32.", "auto")
     pooling_mode: str | None = setting("Pooling, overriding the saved one.", None)
     max_length: int | None = setting("Tokens of model input, overriding the saved one.", None)
@@ -48,6 +50,11 @@ class ServeConfig:
         if not 0 <= self.port <= 65535:
             raise ConfigError("port", self.port, "0 to 65535 (0: any free port)")
         check_choice("torch_dtype", self.torch_dtype, TORCH_DTYPES)
+        check_choice("backend", self.backend, BACKENDS)
+        check_choice("onnx_variant", self.onnx_variant, ONNX_VARIANTS)
+        if self.backend == "onnx" and (self.adapter or self.device or self.pooling_mode or self.max_length):
+            raise ConfigError("backend", "onnx", "an exported folder served as it was exported",
+                              fix="drop --adapter/--device/--pooling-mode/--max-length (export with them instead)")
         check_choice("log_level", self.log_level, SERVE_LOG_LEVELS)
         if self.pooling_mode is not None:
             check_choice("pooling_mode", self.pooling_mode, POOLING_MODES)

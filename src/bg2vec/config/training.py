@@ -3,6 +3,7 @@ supervised). llm2vec's and Bg2Vec's JSON keys are accepted as they are (see `loa
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -108,6 +109,15 @@ class TrainingSettings:
         check_positive("gradient_accumulation_steps", self.gradient_accumulation_steps)
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ConfigError("lora_dropout", self.lora_dropout, "a value in [0, 1)")
+        # settings under which a run trains nothing, yet would end with exit 0 and an untouched adapter
+        if not (isinstance(self.lora_alpha, (int, float)) and math.isfinite(self.lora_alpha) and self.lora_alpha > 0):
+            raise ConfigError("lora_alpha", self.lora_alpha, "a number > 0 (0 scales the adapter's update to nothing)",
+                              fix=f"leave it out for 2 * lora_r = {2 * self.lora_r}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ConfigError("learning_rate", self.learning_rate, "a finite number > 0", fix="e.g. 1e-4")
+        if self.max_steps <= 0 and not (math.isfinite(self.num_train_epochs) and self.num_train_epochs > 0):
+            raise ConfigError("num_train_epochs", self.num_train_epochs, "a number > 0 (or max_steps > 0)",
+                              fix="0 epochs trains nothing")
         if self.stop_after_n_steps is not None:
             check_positive("stop_after_n_steps", self.stop_after_n_steps)
         if self.language is not None and (

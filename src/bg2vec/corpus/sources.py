@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import glob
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ import pyarrow.parquet as pq
 import xxhash
 
 from ..data.corpus import file_format
-from ..data.text_files import TextStream, lines_with_ends, split_documents
+from ..data.text_files import TextStream, json_lines, lines_with_ends, split_documents
 from ..errors import ConfigError, DataError, first_line
 
 ROW_BATCH = 4096  # rows read at a time
@@ -203,23 +202,15 @@ def _text_rows(file: InputFile, columns: Columns) -> Iterator[RowBatch]:
 
 def _jsonl_rows(stream: TextStream, file: InputFile, columns: Columns) -> Iterator[RowBatch]:
     builder = _Builder(file, columns)
-    line_number = 0
-    for lines in split_documents(stream, "line"):
-        for line in lines:
-            line_number += 1
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{file.path}: line {line_number} is not valid JSON ({exc.msg}); fix or remove it") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{file.path}: line {line_number} holds a JSON {type(record).__name__}, not an object")
-            if builder.rows == 0 and not builder.batch.texts:
-                builder.check_names(list(record), "fields")
-            builder.add(record, f"line {line_number}")
-            if len(builder.batch) == ROW_BATCH:
-                yield builder.take()
+    lines = (line for batch in split_documents(stream, "line") for line in batch)
+    for line_number, record in json_lines(lines, file.path):  # the data layer's one JSON-lines reader
+        if not isinstance(record, dict):
+            raise DataError(f"{file.path}:{line_number} holds a JSON {type(record).__name__}, not an object")
+        if builder.rows == 0 and not builder.batch.texts:
+            builder.check_names(list(record), "fields")
+        builder.add(record, f"line {line_number}")
+        if len(builder.batch) == ROW_BATCH:
+            yield builder.take()
     if builder.batch.texts:
         yield builder.take()
 

@@ -128,6 +128,8 @@ def _read_file(file: Path, dataset: str, first_row: int = 0) -> list[Triple]:
         instruction = row.get("instruction")
         if instruction is None:
             instruction = _e5_instruction(dataset, len(rows))
+        elif not isinstance(instruction, str):
+            raise DataError(f'{file}:{number}: "instruction" must be a string, not {type(instruction).__name__}')
         rows.append(Triple(row["query"], row["positive"], tuple(negatives), instruction, dataset, first_row + len(rows)))
     return rows
 
@@ -138,6 +140,25 @@ def _e5_instruction(dataset: str, index: int) -> str:
         return ""
     text = known if isinstance(known, str) else known[index % 2]
     return text + INSTRUCTION_END
+
+
+def nothing_to_learn(data: TripleData, batch_size: int) -> str | None:
+    """Why a contrastive loss over `data` in batches of `batch_size` would be 0 at every step (the run would end
+    with exit 0 and an adapter that learned nothing), or None. A row's own positive is never its negative, nor are
+    duplicates of it, so a batch needs a second distinct positive or a hard negative different from the positive."""
+    rows = [t for dataset in data.datasets.values() for t in dataset]
+    negatives = any(t.negatives for t in rows)
+    if all(not t.positive.strip() for t in rows):
+        return "every positive is empty"
+    if all(negative == t.positive for t in rows for negative in t.negatives) and negatives:
+        return "every hard negative is the same text as its row's positive"
+    if negatives:
+        return None
+    if batch_size == 1:
+        return "batches of 1 row without hard negatives hold no negative at all (per_device_train_batch_size 1)"
+    if len({t.positive for t in rows}) == 1:
+        return "every positive is the same text and no row has a hard negative: no batch holds a negative"
+    return None
 
 
 def dataset_batches(data: TripleData, batch_size: int, seed: int) -> list[list[Triple]]:

@@ -10,6 +10,8 @@ from typing import Any
 from ..errors import ConfigError
 
 POOLING_MODES = ("mean", "weighted_mean", "eos_token", "last_token", "bos_token")
+BACKENDS = ("torch", "onnx")  # what runs the forward pass: transformers, or ONNX Runtime on an exported folder
+ONNX_VARIANTS = ("fp32", "int8")  # the two models of a `bg2vec export --to onnx` folder
 
 
 def check_dims(dims: Any, setting: str = "matryoshka_dims") -> list[int]:

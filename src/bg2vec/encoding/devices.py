@@ -177,3 +177,23 @@ class DevicePool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def checked_device(name: str | torch.device) -> torch.device:
+    """`name` as a device this machine has, or a `ConfigError` naming the `device` setting (never torch's
+    "Invalid device string" or "Torch not compiled with CUDA enabled" tracebacks)."""
+    from ..errors import ConfigError
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError("device", str(name), "cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("device", str(name), "a device this machine has",
+                              fix="this torch has no CUDA or sees no GPU; use cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError("device", str(name), f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("device", str(name), "a device this machine has", fix="mps is not available here; use cpu")
+    return device

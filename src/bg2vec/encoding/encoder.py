@@ -37,7 +37,8 @@ from ..models.saved_outputs import describe, write_description
 from ..models.bidirectional import is_bidirectional
 from ..errors import ConfigError
 from .batching import plan_batches
-from .devices import DevicePool, same_device
+from .devices import DevicePool, checked_device, same_device
+from .finite import check_finite
 from .embedding import embed_features
 from .inputs import ChatFormat, InputBuilder, ModelInput, chat_format_for, collate, eos_text_for, with_encoder_padding
 from .choices import POOLING_MODES, check_dims
@@ -156,7 +157,8 @@ class Bg2Vec(nn.Module):
 
         Arguments left at None take the plan's saved value, else `EncoderSettings`' default. `model_kwargs`
         (`torch_dtype`, `attn_implementation`, `device_map`, ...) go to transformers; without a `device_map`
-        the model goes to the GPU if there is one.
+        the model goes to the GPU if there is one. A model's own Python code runs only with
+        `trust_remote_code=True` (default False: refused with one error, never a prompt).
 
         >>> plan = resolve_model("outputs/simcse")
         >>> encoder = Bg2Vec.from_plan(plan, torch_dtype="bfloat16")
@@ -178,11 +180,22 @@ class Bg2Vec(nn.Module):
             settings = settings.within(positions)
         if "device_map" not in model_kwargs and torch.cuda.is_available():
             decoder.to("cuda")
-        tokenizer = with_encoder_padding(load_tokenizer(plan), owned=True)  # loaded here: no copy needed
+        trust = bool(model_kwargs.get("trust_remote_code", False))  # never transformers' None (a prompt on stdin)
+        tokenizer = with_encoder_padding(load_tokenizer(plan, trust_remote_code=trust), owned=True)  # loaded here: no copy needed
         name = plan.base_reference or plan.weights
         return cls(decoder, tokenizer, settings, name, chat_format_for(list(plan.names) + [name]), plan)
 
     # --- encoding ------------------------------------------------------------------------------------------
+
+    @property
+    def dimension(self) -> int:
+        """The embedding size H (a Matryoshka prefix keeps fewer)."""
+        return int(self.model.get_input_embeddings().weight.shape[1])
+
+    @property
+    def vocab_size(self) -> int:
+        """Token ids the model has rows for."""
+        return int(self.model.get_input_embeddings().weight.shape[0])
 
     @property
     def device(self) -> torch.device:
@@ -339,13 +352,13 @@ class Bg2Vec(nn.Module):
         sorted_embeddings = torch.cat([results[b] for b in range(len(batches))])  # (N, H) in batch order
         embeddings = torch.empty_like(sorted_embeddings)
         embeddings[torch.tensor([i for batch in batches for i in batch])] = sorted_embeddings
-        return embeddings
+        return check_finite(embeddings, str(self.name_or_path or "the model"))  # every caller: encode, server, corpus
 
     def _devices(self, device: str | torch.device | list[str | torch.device] | None) -> list[torch.device] | None:
         """None to encode in this process (where the model is), else the devices of a worker pool."""
         if device is None:
             return None
-        devices = [torch.device(d) for d in (device if isinstance(device, (list, tuple)) else [device])]
+        devices = [checked_device(d) for d in (device if isinstance(device, (list, tuple)) else [device])]
         if not devices:
             raise ConfigError("device", device, "a device, a non-empty list of devices, or None")
         if len(devices) > 1:

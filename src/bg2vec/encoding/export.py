@@ -60,7 +60,10 @@ def export_sentence_transformers(
         modules.append(_module(1, "1_WordWeights", "WordWeights"))
         _write_word_weights(path / "1_WordWeights", encoder)
     modules.append(_module(len(modules), f"{len(modules)}_Pooling", "Pooling"))
-    pooling_config = {"embedding_dimension": hidden, "pooling_mode": pooling_mode, "include_prompt": True}
+    # A prompt is an instruction: left out of the pooling, as bg2vec leaves it (sentence-transformers masks the
+    # prompt's token count from the start, BOS included).
+    include_prompt = not (prompts and encoder.settings.skip_instruction)
+    pooling_config = {"embedding_dimension": hidden, "pooling_mode": pooling_mode, "include_prompt": include_prompt}
     _write_json(path / modules[-1]["path"] / "config.json", pooling_config)
     _write_json(path / "modules.json", modules)
     _write_json(path / "sentence_bert_config.json", {"max_seq_length": encoder.settings.max_length, "do_lower_case": False})
@@ -162,8 +165,8 @@ Prompts (`model.encode(texts, prompt_name=...)`):
 ## Same embeddings as bg2vec, and where they differ
 
 For plain texts of at most {settings.doc_max_length} tokens, `SentenceTransformer.encode` gives bg2vec's
-(and llm2vec's) embeddings to float tolerance. Three differences: a prompt's tokens are pooled here, while
-bg2vec leaves an instruction out of the pooling; a longer text is truncated at {settings.max_length} tokens
+(and llm2vec's) embeddings to float tolerance. Three differences: a prompt is left out of the pooling by its
+token count alone (a token that merges across the prompt's end may be counted differently); a longer text is truncated at {settings.max_length} tokens
 here, while bg2vec first cuts it to {settings.doc_max_length} tokens at a word boundary; and the empty string
 embeds as zeros here, as its BOS state in bg2vec.
 """

@@ -10,6 +10,7 @@ appears under its name only once complete.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,16 +22,17 @@ from tqdm.auto import tqdm
 from .encoder import Bg2Vec
 from ..data.text_files import TextStream, lines_with_ends, read_json_lines
 from ..errors import ConfigError, DataError
-from ..paths import check_apart, check_creatable
+from ..paths import check_apart, check_creatable, disk_writes
 
 INPUT_SUFFIXES = (".txt", ".jsonl")
 OUTPUT_SUFFIXES = (".npy", ".parquet")
 
 
 def check_paths(
-    input_path: str | Path, output_path: str | Path, models: dict[str, str | None] | None = None
+    input_path: str | Path, output_path: str | Path, models: dict[str, str | None] | None = None, overwrite: bool = False
 ) -> tuple[Path, Path]:
-    """Both paths checked before any model is loaded; the output is apart from the input and `models`."""
+    """Both paths checked before any model is loaded; the output is apart from the input and `models`, and new
+    unless `overwrite`."""
     source, target = Path(input_path), Path(output_path)
     if source.suffix not in INPUT_SUFFIXES:
         raise ConfigError("--input", str(source), "a file ending in " + " or ".join(INPUT_SUFFIXES))
@@ -41,6 +43,10 @@ def check_paths(
     if not target.parent.is_dir():
         raise ConfigError("--output", str(target), "a path in an existing folder", fix=f"create {target.parent} first")
     check_apart(target, "--output", {"--input": source, **(models or {})})
+    if target.is_dir():
+        raise ConfigError("--output", str(target), "a file path, not a folder")
+    if target.exists() and not overwrite:
+        raise ConfigError("--output", str(target), "a new file", fix="pass --overwrite to replace it")
     check_creatable(target.parent, "--output")
     return source, target
 
@@ -52,10 +58,11 @@ def _lines(path: Path) -> Iterator[str]:
 
 
 def count_rows(path: Path) -> int:
-    """How many rows `read_chunks` will give, counted by streaming through the file."""
+    """How many rows `read_chunks` will give, counted by streaming through the file; every .jsonl row is checked
+    on the way, so a bad one is named by file:line before anything is encoded."""
     if path.suffix == ".txt":
         return sum(1 for _ in _lines(path))
-    return sum(1 for line in _lines(path) if line.strip())
+    return sum(1 for number, value in read_json_lines(path) if _json_sentence(value, path, number) is not None)
 
 
 def read_chunks(path: Path, chunk_size: int, instruction: str | None = None) -> Iterator[list[Any]]:
@@ -77,11 +84,17 @@ def read_chunks(path: Path, chunk_size: int, instruction: str | None = None) -> 
 
 
 def _json_sentence(value: Any, path: Path, number: int) -> Any:
+    """A row as a sentence: a string, an [instruction, text] pair of strings, or {"text", "instruction"}."""
     if isinstance(value, dict):
         if not isinstance(value.get("text"), str):
             raise DataError(f'{path}:{number} has no "text" string; objects need "text" (and may have "instruction")')
+        if not isinstance(value.get("instruction") or "", str):
+            raise DataError(f'{path}:{number}: "instruction" must be a string')
         return [value["instruction"], value["text"]] if value.get("instruction") else value["text"]
-    return value
+    if isinstance(value, str) or (isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)):
+        return value
+    raise DataError(f"{path}:{number} is {json.dumps(value)[:60]}; a row is a string, an [instruction, text] pair of "
+                    'strings, or {"text": ..., "instruction": ...}')
 
 
 class EmbeddingWriter:
@@ -99,6 +112,9 @@ class EmbeddingWriter:
             if self._array is None:
                 shape = (self.rows, embeddings.shape[1])
                 self._array = np.lib.format.open_memmap(self.partial, mode="w+", dtype=np.float32, shape=shape)
+                if hasattr(os, "posix_fallocate"):  # claim the space now: a full disk is one line, not a SIGBUS later
+                    with open(self.partial, "r+b") as handle, disk_writes(self.path.parent, self.path.name):
+                        os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
             self._array[self.written : self.written + len(embeddings)] = embeddings
         else:
             import pyarrow as pa
@@ -132,12 +148,13 @@ def encode_file(
     show_progress_bar: bool = True,
     dim: int | None = None,
     max_batch_tokens: int | None = None,
+    overwrite: bool = False,
 ) -> int:
     """Embed every row of `input_path` into `output_path`; returns the number of rows.
 
     >>> encode_file(Bg2Vec.from_pretrained("outputs/simcse"), "texts.txt", "embeddings.npy")
     """
-    source, target = check_paths(input_path, output_path)
+    source, target = check_paths(input_path, output_path, overwrite=overwrite)
     if chunk_size < 1:
         raise ConfigError("--chunk-size", chunk_size, "a positive number of rows")
     rows = count_rows(source)

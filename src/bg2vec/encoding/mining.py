@@ -94,14 +94,27 @@ def _embed(encoder: Bg2Vec, sentences: list[Any], settings: MiningSettings, desc
     return torch.cat(parts)
 
 
-def mine_file(encoder: Bg2Vec, input_path: str, output_path: str, settings: MiningSettings,
-              pool_path: str | None = None, overwrite: bool = False) -> dict[str, int]:
-    """Read pairs (JSON lines, or an E5 folder), mine, write triples as JSON lines; returns counts."""
+def check_mining_paths(input_path: str, output_path: str, pool_path: str | None = None, overwrite: bool = False,
+                       models: dict[str, str] | None = None) -> Path:
+    """The output checked before any work: apart from the input, the pool and every file of the model's chain
+    (`models`), new unless `overwrite`, in a folder that exists and can be written."""
     target = Path(output_path)
-    check_apart(target, "--output", {"--input": input_path, "--pool": pool_path})
+    check_apart(target, "--output", {"--input": input_path, "--pool": pool_path, **(models or {})})
+    if target.is_dir():
+        raise ConfigError("--output", output_path, "a .jsonl file path, not a folder")
     if target.exists() and not overwrite:
         raise ConfigError("--output", output_path, "a new file", fix="pass --overwrite to replace it")
+    if not target.parent.is_dir():
+        raise ConfigError("--output", output_path, "a path in an existing folder", fix=f"create {target.parent} first")
     check_creatable(target.parent, "--output")
+    return target
+
+
+def mine_file(encoder: Bg2Vec, input_path: str, output_path: str, settings: MiningSettings,
+              pool_path: str | None = None, overwrite: bool = False, models: dict[str, str] | None = None) -> dict[str, int]:
+    """Read pairs (JSON lines, or an E5 folder), mine, write triples as JSON lines; returns counts. `models`: the
+    paths the encoder was loaded from (the output may be none of them)."""
+    target = check_mining_paths(input_path, output_path, pool_path, overwrite, models)
     data = read_triples(input_path, "--input")
     rows = [t for dataset in data.datasets.values() for t in dataset]
     pool = [t.positive for dataset in read_triples(pool_path, "--pool").datasets.values() for t in dataset] if pool_path else None

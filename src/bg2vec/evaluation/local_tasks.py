@@ -95,13 +95,24 @@ def load_local_task(folder: str | Path, setting: str = "tasks") -> LocalTask:
     kind = info.get("type")
     if kind not in TASK_TYPES:
         raise DataError(f"{info_path}: type {kind!r} is not one of {', '.join(TASK_TYPES)}")
+    languages = info.get("languages") or ["bul-Cyrl"]
+    if not isinstance(languages, list) or not all(isinstance(code, str) and code for code in languages):
+        raise DataError(f'{info_path}: "languages" must be a list of codes such as ["bul-Cyrl"], not {languages!r}')
+    if not isinstance(info.get("name", ""), str):
+        raise DataError(f'{info_path}: "name" must be a string')
     splits = ["train", "test"] if kind == "classification" else ["test"]
-    rows = {split: _read_rows(folder / f"{split}.jsonl", TASK_TYPES[kind]) for split in splits}
-    corpus = [row["text"] for row in _read_rows(folder / "corpus.jsonl", ("text",))] if (folder / "corpus.jsonl").exists() else []
+    rows = {split: _read_rows(folder / f"{split}.jsonl", ROW_RULES[kind]) for split in splits}
+    if kind in ("classification", "clustering"):
+        for split, split_rows in rows.items():
+            labels = {str(row["label"]) for row in split_rows}
+            if len(labels) < 2:
+                raise DataError(f"{folder / f'{split}.jsonl'}: every row has the label {labels.pop()!r}; a {kind} task "
+                                "needs at least 2 labels (with one, every model scores 1.0)")
+    corpus_file = folder / "corpus.jsonl"
+    corpus = [row["text"] for row in _read_rows(corpus_file, {"text": _text})] if corpus_file.exists() else []
     return LocalTask(
-        folder=folder, name=str(info.get("name") or folder.name), type=kind,
-        languages=list(info.get("languages") or ["bul-Cyrl"]), description=str(info.get("description", "")),
-        rows=rows, corpus=corpus, info=info,
+        folder=folder, name=str(info.get("name") or folder.name), type=kind, languages=list(languages),
+        description=str(info.get("description", "")), rows=rows, corpus=corpus, info=info,
     )
 
 
@@ -115,14 +126,63 @@ def _read_json(path: Path) -> dict[str, Any]:
     return value
 
 
-def _read_rows(path: Path, fields: tuple[str, ...]) -> list[dict[str, Any]]:
+# --- what a row of each task type holds: field -> a check giving the problem with a value, or None ------------
+
+
+def _text(value: Any) -> str | None:
+    return None if isinstance(value, str) else f"a string, not {type(value).__name__}"
+
+
+def _texts(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "a list of strings, not one string (write [\"...\"])"
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        return "a non-empty list of strings"
+    return None
+
+
+def _score(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or abs(value) == float("inf"):
+        return f"a finite number, not {value!r}"
+    return None
+
+
+def _binary(value: Any) -> str | None:
+    return None if value in (0, 1) and not isinstance(value, (str, float)) else f"0 or 1, not {value!r}"
+
+
+def _label(value: Any) -> str | None:
+    return None if isinstance(value, (str, int)) and not isinstance(value, bool) else f"a string or whole number, not {value!r}"
+
+
+ROW_RULES = {
+    "sts": {"sentence1": _text, "sentence2": _text, "score": _score},
+    "pair_classification": {"sentence1": _text, "sentence2": _text, "label": _binary},
+    "retrieval": {"query": _text, "positive": _texts},
+    "reranking": {"query": _text, "positive": _texts, "negative": _texts},
+    "bitext_mining": {"sentence1": _text, "sentence2": _text},
+    "classification": {"text": _text, "label": _label},
+    "clustering": {"text": _text, "label": _label},
+    "hard_triples": {"anchor": _text, "positive": _text, "negative": _text},
+}
+assert {kind: tuple(rules) for kind, rules in ROW_RULES.items()} == TASK_TYPES
+
+
+def _read_rows(path: Path, rules: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file, each checked against `rules`; the first bad one is named by file:line."""
     if not path.is_file():
         raise DataError(f"{path} is missing: the task's type needs it")
     rows = []
-    for number, row in read_json_lines(path):
-        missing = [name for name in fields if not isinstance(row, dict) or name not in row]
+    for number, row in read_json_lines(path):  # the data layer's reader: FILE:LINE, byte offsets for bad UTF-8
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{number} is {type(row).__name__} {row!r}, not an object; rows need {', '.join(rules)}")
+        missing = [name for name in rules if name not in row]
         if missing:
-            raise DataError(f"{path}:{number} lacks {', '.join(missing)}; rows need {', '.join(fields)}")
+            raise DataError(f"{path}:{number} lacks {', '.join(missing)}; rows need {', '.join(rules)}")
+        for name, check in rules.items():
+            problem = check(row[name])
+            if problem:
+                raise DataError(f"{path}:{number}: {name!r} must be {problem}")
         rows.append(row)
     if not rows:
         raise DataError(f"{path} holds no rows")

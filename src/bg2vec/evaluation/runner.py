@@ -71,8 +71,25 @@ def resolve_tasks(names: list[str], benchmark: str | None = None) -> list[Any]:
         except KeyError:
             missing.append(name)
     if missing:
-        raise ConfigError("tasks", ", ".join(missing), "MTEB task names, or local task folders (with task.json)")
+        raise ConfigError("tasks", ", ".join(missing), "MTEB task names, or local task folders (with task.json)",
+                          fix=_close_matches(missing))
     return local + found
+
+
+def _close_matches(names: list[str]) -> str | None:
+    """'did you mean ...?' for misspelled MTEB task names (difflib over MTEB's task list)."""
+    import difflib
+
+    import mteb
+
+    known = sorted({task.metadata.name for task in mteb.get_tasks()})
+    lowered = {name.lower(): name for name in known}
+    hints = []
+    for name in names:
+        close = difflib.get_close_matches(name.lower(), list(lowered), n=2, cutoff=0.8)
+        if close:
+            hints.append(f"{name}: did you mean {' or '.join(lowered[c] for c in close)}?")
+    return "; ".join(hints) or None
 
 
 def model_key(plan: ModelPlan, settings: dict[str, Any]) -> str:
@@ -95,9 +112,13 @@ def external_key(identity: dict[str, str]) -> str:
 
 
 def task_key(task: Any) -> str:
+    """A hash of the task's name and content (a local task's files, an MTEB task's revision): a file name derived
+    from user text, never joined from it (a task.json name "../../x" stays inside the cache)."""
     if isinstance(task, LocalTask):
-        return f"{task.name}-{task.fingerprint()}"
-    return f"{task.metadata.name}-{task.metadata.revision or 'main'}"
+        parts = ["local", task.name, task.fingerprint()]
+    else:
+        parts = ["mteb", task.metadata.name, task.metadata.revision or "main"]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
 
 
 class ResultCache:

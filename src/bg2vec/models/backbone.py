@@ -45,20 +45,26 @@ def load_model(
     """
     auto_class = AutoModelForCausalLM if with_lm_head else AutoModel
     weights = plan.weights
+    model_kwargs.setdefault("trust_remote_code", False)  # never transformers' None, which asks on stdin
+    dtype = _dtype(torch_dtype)  # a bad dtype is the dtype's error, not the model's
     try:
         config = model_config or AutoConfig.from_pretrained(weights, **_config_kwargs(model_kwargs))
         with _lm_head_expected(auto_class, config, with_lm_head):
             model = auto_class.from_pretrained(
-                weights, config=config, dtype=_dtype(torch_dtype), attn_implementation=attn_implementation, **model_kwargs
+                weights, config=config, dtype=dtype, attn_implementation=attn_implementation, **model_kwargs
             )
     except TypeError as exc:  # an unknown keyword reaches the model's __init__
         raise ConfigError(
             "model_kwargs", sorted(model_kwargs), "keyword arguments transformers' from_pretrained accepts", fix=str(exc)
         ) from None
     except (OSError, ValueError, KeyError) as exc:
+        check_custom_code(exc, plan)
         raise ConfigError(
             "model_name_or_path", plan.reference, "a decoder-only model transformers can load", fix=first_line(exc)
         ) from None
+    except Exception as exc:
+        check_damaged_file(exc, "model_name_or_path", plan.reference, weights)
+        raise
     model.config.use_cache = False  # an encoder never decodes: no KV cache in any forward
     if device is not None and "device_map" not in model_kwargs:
         model.to(device)
@@ -126,13 +132,17 @@ def _apply_adapter(decoder: nn.Module, adapter: str, plan: ModelPlan) -> nn.Modu
     try:
         with quiet_renames():
             return PeftModel.from_pretrained(decoder, adapter)
-    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+    except (RuntimeError, ValueError, KeyError, TypeError, OSError) as exc:
+        check_damaged_file(exc, "peft_model_name_or_path", adapter, adapter)
         raise ConfigError(
             "peft_model_name_or_path",
             adapter,
             f"an adapter for {plan.base_reference or plan.weights!r}",
             fix=f"PEFT could not apply it: {first_line(exc)[:200]}",
         ) from None
+    except Exception as exc:  # safetensors' own error type
+        check_damaged_file(exc, "peft_model_name_or_path", adapter, adapter)
+        raise
 
 
 @contextmanager
@@ -157,6 +167,29 @@ def _lm_head_expected(auto_class: type, config: Any, with_lm_head: bool) -> Iter
 
 
 _UNSET = object()
+
+
+def check_damaged_file(exc: BaseException, setting: str, reference: str, folder: str) -> None:
+    """Raise a `ConfigError` if `exc` is safetensors refusing a file (truncated by a copy or a full disk)."""
+    pickle_refused = type(exc).__name__ == "UnpicklingError" or "Weights only load failed" in str(exc)
+    if type(exc).__name__ == "SafetensorError" or "incomplete metadata" in str(exc) or pickle_refused:
+        raise ConfigError(
+            setting, reference, "a model whose weight files are whole",
+            fix=f"a weights file in {folder} is truncated, damaged or not weights ({first_line(exc)[:160]}): copy or "
+            "download it again",
+        ) from None
+
+
+def check_custom_code(exc: BaseException, plan: ModelPlan) -> None:
+    """Raise a `ConfigError` naming `trust_remote_code` if `exc` is transformers refusing a model's own Python
+    code (a config with `auto_map`). bg2vec always passes an explicit `trust_remote_code` (False unless set), so
+    transformers never stops to ask on the terminal, and a folder's code runs only when the user said so."""
+    if "trust_remote_code" in str(exc):
+        raise ConfigError(
+            "trust_remote_code", False, "true to run the Python code that comes with the model",
+            fix=f"{plan.reference} needs its own modelling code; only if you trust it, set trust_remote_code true "
+            "(--trust-remote-code on the command line)",
+        ) from None
 
 
 def _config_kwargs(model_kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -202,6 +235,7 @@ def load_tokenizer(model: str | ModelPlan, cache_dir: str | None = None, trust_r
             plan.tokenizer, cache_dir=cache_dir, trust_remote_code=trust_remote_code
         )
     except (OSError, ValueError) as exc:
+        check_custom_code(exc, plan)
         raise ConfigError(
             "model_name_or_path", plan.reference, "a model with a loadable tokenizer", fix=first_line(exc)
         ) from None
@@ -213,6 +247,7 @@ def read_model_config(plan: ModelPlan, cache_dir: str | None = None, trust_remot
     try:
         return AutoConfig.from_pretrained(plan.weights, cache_dir=cache_dir, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
+        check_custom_code(exc, plan)
         raise ConfigError("model_name_or_path", plan.reference, "a model with a config.json", fix=first_line(exc)) from None
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, first_line
 from .adapters import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILES
 from .references import PYPI_PREFIX, ModelReferenceError, resolve_model_reference
 from .saved_outputs import (
@@ -146,12 +146,39 @@ def check_same_base(adapter: str, recorded: str | None, plan: ModelPlan) -> None
     )
 
 
-def recorded_reference(value: str, folder: str | Path) -> str:
-    """A reference read from a file in `folder`: relative paths are relative to that folder."""
+def recorded_reference(value: str, folder: str | Path, absolute: str | None = None) -> str:
+    """A reference read from a file in `folder`: a relative path is relative to that folder only (never to the
+    current directory, where another model of the same shapes may sit); where it is missing there, `absolute` (the
+    absolute record adapter_config.json keeps of the same reference) if that exists; else one line naming both."""
     if value.startswith(PYPI_PREFIX) or Path(value).expanduser().is_absolute():
         return value
     inside = Path(folder) / value
-    return str(inside.resolve()) if inside.exists() else value
+    if inside.exists():
+        return str(inside.resolve())
+    if not _looks_like_path(value):
+        return value  # a Hub id ('org/name', or a bare name such as 'gpt2')
+    if absolute and Path(absolute).is_absolute() and Path(absolute).exists():
+        return absolute
+    also = f" nor adapter_config.json's {absolute!r}" if absolute else ""
+    raise ConfigError(
+        "base_model_name_or_path", value, f"a model found relative to {folder}, the folder that records it",
+        fix=f"neither {inside}{also} exists: copy the base model there, or pass it as --model with this folder as --adapter",
+    )
+
+
+def _looks_like_path(value: str) -> bool:
+    """A record that can only be a local path (a Hub id is 'name' or 'org/name', never '../name' or 'a/b/c')."""
+    return value.startswith((".", "~")) or "\\" in value or value.count("/") > 1
+
+
+def _base_record(folder: Path, description: dict[str, Any]) -> str | None:
+    """The base model a folder records: bg2vec_config.json's (relative to the folder), falling back to the
+    absolute one adapter_config.json keeps, read as a reference."""
+    adapter_base = _read_json(folder / ADAPTER_CONFIG_FILE).get("base_model_name_or_path")
+    value = description.get("base_model_name_or_path") or adapter_base
+    if not isinstance(value, str) or not value:
+        return None
+    return recorded_reference(value, folder, adapter_base if adapter_base != value else None)
 
 
 def portable_reference(reference: str, output_dir: str | Path | None = None) -> str:
@@ -232,15 +259,12 @@ def _recorded_model(
     """The plan of the model an adapter folder applies to, as the folder records it, and the (model, adapter)
     pair it came from. A SimCSE output (or an encoder saved with its adapter apart) records its base and MNTP
     adapter as they were given, and they resolve as they did then."""
-    recorded = description.get("base_model_name_or_path") or _read_json(folder / ADAPTER_CONFIG_FILE).get(
-        "base_model_name_or_path"
-    )
-    if not recorded:
+    base = _base_record(folder, description)
+    if not base:
         raise ConfigError(
             setting, reference, "a model, or an adapter folder that records its base model",
             fix="pass base_model_name_or_path=<the base model> and peft_model_name_or_path=<this folder>",
         )
-    base = recorded_reference(recorded, folder)
     stage = STAGES.get(description.get("stage", ""))
     mntp = description.get("mntp_adapter") if stage and stage.records_mntp else None
     if mntp:
@@ -296,8 +320,12 @@ def _hub_snapshot(hub_id: str, setting: str) -> str:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
+    from huggingface_hub.errors import HFValidationError
+
     try:
         return snapshot_download(hub_id, allow_patterns=_METADATA_PATTERNS)
+    except HFValidationError as exc:
+        raise ModelReferenceError(hub_id, "is not a valid Hub id", f"{first_line(exc)}; a Hub id is 'org/name'", setting) from None
     except (LocalEntryNotFoundError, RepositoryNotFoundError, HfHubHTTPError, OSError) as exc:
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
         fix = ("it is not in the Hugging Face cache and HF_HUB_OFFLINE is set: download it once online"
@@ -338,10 +366,7 @@ def _recorded_base(adapter: str) -> str | None:
     description = _description(folder)
     if description.get("stage") in CONTRASTIVE_STAGES:
         return None  # its chain was checked when it was resolved
-    value = description.get("base_model_name_or_path") or _read_json(folder / ADAPTER_CONFIG_FILE).get(
-        "base_model_name_or_path"
-    )
-    return recorded_reference(value, folder) if value else None
+    return _base_record(folder, description)
 
 
 def _canonical(reference: str | None) -> str:
@@ -378,8 +403,8 @@ def _hub_id_of_snapshot(path: Path) -> str | None:
 
 
 def _strings(description: dict[str, Any], folder: Path) -> tuple[str, ...]:
-    value = description.get("base_model_name_or_path")
-    return (recorded_reference(value, folder),) if isinstance(value, str) else ()
+    value = _base_record(folder, description) if isinstance(description.get("base_model_name_or_path"), str) else None
+    return (value,) if value else ()
 
 
 def _has_weights(files: set[str]) -> bool:

@@ -173,7 +173,14 @@ def _converted(
         raise ModelReferenceError(reference, problem, "set BG2VEC_CACHE or cache_dir to one") from error
     try:
         out = workdir / "model"
-        _convert_gguf(locate(workdir), out)
+        try:
+            _convert_gguf(locate(workdir), out)
+        except (ValueError, KeyError) as error:  # not GGUF (a text file named .gguf), an unknown architecture
+            if isinstance(error, Bg2VecError):
+                raise
+            message = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ModelReferenceError(reference, f"cannot be read as a GGUF model ({message})",
+                                      "check that it is a whole .gguf file of a supported decoder") from None
         try:
             os.rename(out, target)
         except OSError:  # another process finished first: keep theirs

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from .._version import __version__
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 
 BG2VEC_CONFIG_FILE = "bg2vec_config.json"
 LLM2VEC_CONFIG_FILE = "llm2vec_config.json"
+EXPORT_RECORD = "bg2vec_export.json"  # what `bg2vec export` wrote for another runtime, and how
 FORMAT_VERSION = 1  # a new key that older readers may ignore keeps it; a changed meaning raises it
 LLM2VEC_SETTING_KEYS = ("pooling_mode", "max_length", "doc_max_length", "skip_instruction")  # llm2vec's constructor takes these only
 LOADERS = ("bg2vec", "llm2vec", "sentence-transformers")
@@ -121,7 +122,7 @@ def read_description(folder: str | Path) -> dict[str, Any]:
     file = Path(folder) / BG2VEC_CONFIG_FILE
     if not file.is_file():
         return {}
-    description = json.loads(file.read_text(encoding="utf-8"))
+    description = _load_json(file)
     version = description.get("format_version", 1)
     if not isinstance(version, int) or version > FORMAT_VERSION:
         written_by = description.get("bg2vec_version", "a newer version")
@@ -138,4 +139,15 @@ def read_description(folder: str | Path) -> dict[str, Any]:
 
 def read_json(file: Path) -> dict[str, Any]:
     """A small JSON file of a model folder (adapter_config.json, llm2vec_config.json...), or {} if absent."""
-    return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
+    return _load_json(file) if file.is_file() else {}
+
+
+def _load_json(file: Path) -> dict[str, Any]:
+    """A JSON object from `file`; a damaged one (cut short by a copy or a full disk) is one line naming it."""
+    try:
+        value = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{file} is not valid JSON ({exc}); the folder is damaged: copy or save it again") from None
+    if not isinstance(value, dict):
+        raise DataError(f"{file} is not a JSON object; the folder is damaged: copy or save it again")
+    return value

@@ -15,6 +15,9 @@ import shutil
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
 
 from ..errors import ConfigError
 
@@ -105,3 +108,58 @@ def publish(staging: Path, final: Path) -> None:
     if final.exists():
         shutil.rmtree(final)
     os.replace(staging, final)
+
+
+# --- what a checkpoint belongs to ---------------------------------------------------------------------------
+
+RUN_RECORD = "bg2vec_run.json"  # in each checkpoint: the settings that make its weights mean something
+RECORDED_SETTINGS = (
+    "model_name_or_path", "peft_model_name_or_path", "lora_r", "lora_alpha", "lora_target_modules", "train_lm_head",
+    "mask_token_type", "pooling_mode", "train_file", "dataset_path", "dataset_name", "dataset_config_name",
+    "dataset_file_path",
+)  # fmt: skip
+
+
+def run_record(config: Any) -> dict[str, Any]:
+    """The stage, model chain, adapter settings and data of a run: what its checkpoints belong to. Local paths
+    are recorded resolved (the same folder named two ways is the same input)."""
+    record: dict[str, Any] = {"stage": type(config).__name__.removesuffix("Config").lower()}
+    for name in RECORDED_SETTINGS:
+        if hasattr(config, name):
+            value = getattr(config, name)
+            if isinstance(value, str) and value and Path(value).expanduser().exists():
+                value = str(Path(value).expanduser().resolve())
+            record[name] = value
+    return record
+
+
+def check_resume_matches(checkpoint: str, record: dict[str, Any], log: Callable[[str], None] = print) -> None:
+    """Refuse to resume `checkpoint` under settings other than those it was trained with: one line naming the
+    setting and both values. A checkpoint without a record (written before bg2vec kept one) is resumed as it is."""
+    path = Path(checkpoint) / RUN_RECORD
+    if not path.is_file():
+        log(f"warning: {checkpoint} does not record the settings it was trained with; resuming without checking them")
+        return
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    for name, value in record.items():
+        if name in saved and saved[name] != value:
+            setting = "the command" if name == "stage" else name
+            raise ConfigError(
+                setting, value, f"{saved[name]!r}, the value {checkpoint} was trained with",
+                fix="resume with the same settings, or start a new run (overwrite_output_dir true, or another output_dir)",
+            )
+
+
+class RunRecord(TrainerCallback):
+    """Writes `run_record(config)` into every checkpoint as it is saved."""
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.record = record
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if args.should_save and folder.is_dir():
+            partial = folder / f"{RUN_RECORD}.tmp"
+            partial.write_text(json.dumps(self.record, indent=1), encoding="utf-8")
+            os.replace(partial, folder / RUN_RECORD)
+        return control

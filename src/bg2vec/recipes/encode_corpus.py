@@ -18,6 +18,7 @@ from .._version import __version__
 from ..config import EncodeCorpusConfig
 from ..errors import ConfigError
 from ..models.layouts import ModelPlan, resolve_model
+from ..locks import output_lock
 from ..paths import check_apart, check_creatable
 from ..corpus.plan import plan_shards
 from ..corpus.progress import Progress
@@ -60,6 +61,11 @@ def encode_corpus(config: EncodeCorpusConfig, stream: TextIO | None = None) -> C
 
     >>> encode_corpus(EncodeCorpusConfig(inputs=["docs/*.jsonl.gz"], output="vectors", model_name_or_path="outputs/simcse"))
     """
+    with output_lock(config.output, "output"):  # one run per output folder; a second is one line naming the holder
+        return _encode_corpus(config, stream)
+
+
+def _encode_corpus(config: EncodeCorpusConfig, stream: TextIO | None) -> CorpusSummary:
     stream = stream or sys.stderr
     started = time.perf_counter()
     output = Path(config.output)

@@ -23,7 +23,7 @@ from ..evaluation.mteb_model import Bg2VecMTEB, ExternalMTEB
 from ..evaluation.report import read_runs, write_report
 from ..evaluation.runner import ResultCache, evaluate_tasks, external_key, model_key, resolve_tasks
 from ..models.layouts import resolve_model
-from ..paths import check_apart, check_output_dir
+from ..paths import check_apart, check_output_dir, plan_inputs, record_written
 
 
 @dataclass
@@ -37,7 +37,13 @@ def run_evaluate(config: EvaluateConfig, log: Callable[[str], None] = print) -> 
     """Score `config.models` on `config.tasks` and write the report (see the module docstring)."""
     inputs = {f"--model {m}": m for m in config.models} | {"--adapter": config.adapter}
     inputs |= {f"--tasks {t}": t for t in config.tasks} | {f"--compare {c}": c for c in config.compare}
+    plans = [None if is_external(reference) else resolve_model(reference, config.adapter) for reference in config.models]
+    for reference, plan in zip(config.models, plans):  # the whole chain each model reads: base, adapters, tokenizer
+        if plan is not None:
+            inputs |= plan_inputs(plan, f"--model {reference}")
     check_apart(config.output_dir, "--output-dir", inputs)
+    if config.cache_dir and not config.no_cache:
+        check_apart(config.cache_dir, "--cache-dir", inputs)
     check_output_dir(config.output_dir, config.overwrite, setting="--output-dir",
                      how_to_overwrite="pass --overwrite to replace the earlier report, or pick another folder")
     earlier = read_runs(config.compare)
@@ -46,7 +52,7 @@ def run_evaluate(config: EvaluateConfig, log: Callable[[str], None] = print) -> 
     contamination = {m: _contamination(m, tasks, config.contamination_threshold, log) for m in config.models} if config.contamination else {}
 
     runs = []
-    for number, reference in enumerate(config.models):
+    for number, (reference, plan) in enumerate(zip(config.models, plans)):
         if is_external(reference):  # an off-the-shelf encoder: keyed by its package's name and version
             settings = describe_external(reference)
             log(f"model {reference} ({settings['package']} {settings['version']})")
@@ -57,7 +63,6 @@ def run_evaluate(config: EvaluateConfig, log: Callable[[str], None] = print) -> 
             if contamination:
                 runs[-1]["contamination"] = contamination[reference]
             continue
-        plan = resolve_model(reference, config.adapter)
         overrides = {"pooling_mode": config.pooling_mode, "max_length": config.max_length}
         overrides = {k: v for k, v in overrides.items() if v is not None}
         settings = {**plan.settings, **overrides, "torch_dtype": config.torch_dtype, "instructions": config.instructions}
@@ -65,7 +70,7 @@ def run_evaluate(config: EvaluateConfig, log: Callable[[str], None] = print) -> 
             settings["bidirectional"] = False
         log(f"model {reference}" + (f" + {config.adapter}" if config.adapter else ""))
         load = lambda plan=plan: Bg2VecMTEB(  # noqa: E731 - the plan resolved above: the model is resolved once
-            plan, torch_dtype=config.torch_dtype,
+            plan, torch_dtype=config.torch_dtype, trust_remote_code=config.trust_remote_code,
             use_instructions=config.instructions, enable_bidirectional=False if config.causal else None, **overrides,
         )
         scores = evaluate_tasks(load, tasks, cache, model_key(plan, settings), config.batch_size, log=log)
@@ -77,6 +82,7 @@ def run_evaluate(config: EvaluateConfig, log: Callable[[str], None] = print) -> 
         if contamination:
             runs[-1]["contamination"] = contamination[reference]
     table = write_report(config.output_dir, earlier + runs)
+    record_written(config.output_dir)
     return EvaluateResult(config.output_dir, earlier + runs, table)
 
 

@@ -33,9 +33,14 @@ from ..data.blocks import (
     split_by_document,
     tokenize_documents,
 )
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..models.backbone import load_tokenizer
-from ..paths import CORPUS_CACHE, check_apart, check_output_dir, default_cache_dir
+from ..models.layouts import resolve_model
+from ..locks import output_lock
+from ..paths import (
+    CORPUS_CACHE, check_apart, check_output_dir, clear_output_dir, default_cache_dir, foreign_files, plan_inputs,
+    record_written,
+)
 
 SUMMARY_FILE = "prepare_summary.json"
 SUMMARY_FORMAT_VERSION = 1
@@ -69,7 +74,14 @@ class _Split:
 
 def prepare_corpus(config: PrepareConfig, log: Callable[[str], None] = print) -> PrepareResult:
     """Raw text → train/validation token blocks saved in `config.output` (see the module docstring)."""
-    output = _check_output(config)
+    _check_output(config)
+    with output_lock(config.output, "output", log):
+        return _prepare(config, log)
+
+
+def _prepare(config: PrepareConfig, log: Callable[[str], None]) -> PrepareResult:
+    output = _check_output(config)  # again, under the lock
+    existed = output.is_dir() and any(output.iterdir())
     tokenizer = load_tokenizer(config.model_name_or_path)
     cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir() / CORPUS_CACHE
 
@@ -123,7 +135,7 @@ def prepare_corpus(config: PrepareConfig, log: Callable[[str], None] = print) ->
         statistics[name] = _split_statistics(split, grouped, len(blocks[name]))
 
     summary = _summary(config, tokenizer, documents, statistics)
-    _write_atomically(output, DatasetDict(blocks), summary, config.num_proc)
+    _write_atomically(output, DatasetDict(blocks), summary, config.num_proc, existed, config.overwrite_output)
     table = format_summary(summary)
     log(table)
     return PrepareResult(str(output), summary, table)
@@ -283,25 +295,40 @@ def _check_output(config: PrepareConfig) -> Path:
     inputs = {f"inputs[{i}]": name for i, name in enumerate(config.inputs)}
     inputs.update({f"validation_input[{i}]": name for i, name in enumerate(config.validation_input or [])})
     inputs["model_name_or_path"] = config.model_name_or_path
+    inputs["cache_dir"] = config.cache_dir
     check_apart(config.output, "output", inputs)
+    check_apart(config.output, "output", plan_inputs(resolve_model(config.model_name_or_path), "model_name_or_path"))
     check_output_dir(config.output, config.overwrite_output, setting="output",
                      how_to_overwrite="pass --overwrite to replace it, or pick another folder")
     return Path(config.output)
 
 
-def _write_atomically(output: Path, blocks: DatasetDict, summary: dict[str, Any], num_proc: int | None) -> None:
-    """save_to_disk into a hidden folder beside `output`, then rename it into place: no half-written output."""
+def _write_atomically(output: Path, blocks: DatasetDict, summary: dict[str, Any], num_proc: int | None,
+                      existed: bool, overwrite: bool) -> None:
+    """save_to_disk into a hidden folder beside `output`, then rename it into place: no half-written output.
+    `existed`: whether `output` held files when the run was checked (only then may `overwrite` replace them)."""
     created = [p for p in (output.parent, *output.parent.parents) if not p.exists()]
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = output.parent / f".{output.name}.partial-{os.getpid()}"
     try:
         blocks.save_to_disk(str(staging), num_proc=num_proc)
         (staging / SUMMARY_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        record_written(staging)
+        # checked again now: a folder may have appeared at `output` while this ran (a user's, another run's)
+        if output.exists() and not (existed and overwrite):
+            raise ConfigError("output", str(output), "a folder that stays absent while prepare runs",
+                              fix="something was written there meanwhile and is left as it is; pick another folder or pass --overwrite")
         if output.exists():
-            retired = output.parent / f".{output.name}.old-{os.getpid()}"
-            output.rename(retired)
-            staging.rename(output)
-            shutil.rmtree(retired)
+            check_output_dir(str(output), True, setting="output")  # still one that bg2vec wrote
+            clear_output_dir(output)  # what bg2vec wrote there goes; anything else stays
+        if output.exists() and not any(output.iterdir()):
+            output.rmdir()
+        if output.exists():  # the user's files are kept beside the new blocks
+            kept = foreign_files(output)
+            for child in staging.iterdir():
+                child.rename(output / child.name)
+            staging.rmdir()
+            record_written(output, kept)
         else:
             staging.rename(output)
     except BaseException:

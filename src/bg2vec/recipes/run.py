@@ -17,15 +17,16 @@ from torch import nn
 from transformers import Trainer, TrainerCallback
 
 from ..encoding.model_card import write_model_card
-from ..errors import TrainingInterrupted
-from ..paths import check_apart, check_output_dir
+from ..errors import TrainingDiverged, TrainingInterrupted
+from ..locks import hold_output_lock, release_output_lock
+from ..paths import check_apart, check_output_dir, disk_writes, record_written
 from ..processes import barrier
-from .checkpoints import checkpoints, resolve_checkpoint
+from .checkpoints import RunRecord, check_resume_matches, checkpoints, resolve_checkpoint, run_record
 from .reporting import TrainingResult, eval_rows, format_table, plot_curves, write_metrics
 
 # Settings that name something a run reads: its output may be none of them, nor contain or lie inside one.
 INPUT_SETTINGS = ("model_name_or_path", "peft_model_name_or_path", "train_file", "validation_file", "dataset_path",
-                  "dataset_file_path", "eval_pairs_file")  # fmt: skip
+                  "dataset_file_path", "eval_pairs_file", "cache_dir")  # fmt: skip
 
 
 def input_paths(config: Any, plan: Any = None) -> dict[str, str | None]:
@@ -57,18 +58,23 @@ def start_run(config: Any, resume: str | bool | None, log: Any) -> tuple[str | N
     for writing, the checkpoint to resume from, a barrier (every process checked the same untouched folder), and
     the run's callbacks (cpu_threads applies from here on: loading and tokenizing too)."""
     check_apart(config.output_dir, "output_dir", input_paths(config))
+    hold_output_lock(config.output_dir, "output_dir", log)  # released by finish_run (or when the command ends)
     check_output_dir(config.output_dir, config.overwrite_output_dir, bool(resume))
     checkpoint = resolve_checkpoint(config.output_dir, resume, log)
+    if checkpoint:
+        check_resume_matches(checkpoint, run_record(config), log)
     barrier()  # one process that raced ahead and wrote would show the others a folder that is not empty
     return checkpoint, run_callbacks(config)
 
 
 def run_callbacks(config: Any) -> list[TrainerCallback]:
-    """The callbacks every training recipe runs with: `stop_after_n_steps`, and `cpu_threads` on a CPU."""
+    """The callbacks every training recipe runs with: `stop_after_n_steps`, `cpu_threads` on a CPU, the guard
+    that stops a run at its first non-finite (or dead) gradient, and the record each checkpoint keeps of its run."""
     from .cpu_threads import cpu_thread_callbacks
+    from .finite_guard import FiniteGuard
 
     stop = [StopAfterSteps(config.stop_after_n_steps)] if config.stop_after_n_steps else []
-    return stop + cpu_thread_callbacks(config.cpu_threads)
+    return stop + cpu_thread_callbacks(config.cpu_threads) + [FiniteGuard(config.output_dir), RunRecord(run_record(config))]
 
 
 def cap_sequence_length(config: Any, positions: int | None, log) -> Any:
@@ -96,6 +102,11 @@ def train(trainer: Trainer, checkpoint: str | None) -> None:
         raise TrainingInterrupted(
             trainer.state.global_step, trainer.state.max_steps, str(saved[0]) if saved else None
         ) from None
+    except (TrainingDiverged, OSError):  # the guard's or a full disk's one line goes below the closed progress bar
+        _close_progress_bars(trainer)
+        if not checkpoints(output_dir) and not existed and output_dir.is_dir() and trainer.is_world_process_zero():
+            shutil.rmtree(output_dir, ignore_errors=True)
+        raise
 
 
 def _close_progress_bars(trainer: Trainer) -> None:
@@ -112,7 +123,11 @@ def finish_run(trainer: Trainer, model: nn.Module, config: Any, final: dict[str,
                data: str | None, plot_file: str, title: str, do_eval: bool, pairs: list[dict[str, Any]] | None = None) -> Any:
     """Save what the run trained and, on the main process, its description (`describe()`), model card, metrics
     (`final`: the last evaluation) and curves; return the run's `TrainingResult`."""
-    trainer.save_model(config.output_dir)
+    final_files = Path(config.output_dir) / "adapter_model.safetensors"  # a half-written one must not look finished
+    saved = checkpoints(config.output_dir)
+    what = "the final adapter" + (f" (last complete checkpoint: {saved[0]}, --resume continues it)" if saved else "")
+    with disk_writes(config.output_dir, what, cleanup=lambda: final_files.unlink(missing_ok=True)):
+        trainer.save_model(config.output_dir)
     history = trainer.state.log_history
     rows = eval_rows(history, columns)
     if trainer.is_world_process_zero():
@@ -123,6 +138,8 @@ def finish_run(trainer: Trainer, model: nn.Module, config: Any, final: dict[str,
             sections["eval_tasks_encoder"] = asdict(scorer.settings)
         write_metrics(config.output_dir, history, rows, final, **sections)
         plot_curves(history, Path(config.output_dir) / plot_file, title, list(columns.values()) if do_eval else None)
+        record_written(config.output_dir)  # what overwriting this folder later may delete
+    release_output_lock(config.output_dir)
     return TrainingResult(config.output_dir, rows, final, format_table(rows), model, pairs or [])
 
 

@@ -19,7 +19,7 @@ from transformers import PretrainedConfig, set_seed
 
 from ..config import SupervisedConfig, config_to_dict
 from ..objectives.distillation import read_teacher_embeddings
-from ..data.triples import Triple, TripleData, dataset_batches, read_triples
+from ..data.triples import Triple, TripleData, dataset_batches, nothing_to_learn, read_triples
 from ..errors import DataError
 from ..models.adapters import portable_adapter_config
 from ..models.backbone import check_causal_lm, load_model, load_tokenizer, position_limit, read_model_config
@@ -65,6 +65,10 @@ def run_supervised(config: SupervisedConfig, resume: str | bool | None = None, l
         teacher = read_teacher_embeddings(config.teacher_embeddings, len(rows))
     held_out = _held_out(rows, config)
     global_batch = config.per_device_train_batch_size * world_size()
+    problem = nothing_to_learn(rows, global_batch)
+    if problem:
+        raise DataError(f"{setting}={str(config.dataset_file_path or config.train_file)!r}: {problem}, so the loss is 0 at "
+                        "every step and nothing is learned; add rows with distinct positives or hard negatives")
     batches = dataset_batches(rows, global_batch, config.seed)
     if not batches:
         raise DataError(

@@ -21,7 +21,8 @@ from transformers.trainer_utils import rotate_checkpoints
 
 from ..models.portable_files import portable_tokenizer_files
 from ..objectives.gradient_cache import grad_cache_step, split_rows
-from .checkpoints import publish, staging_folder
+from ..paths import disk_writes
+from .checkpoints import checkpoints, publish, staging_folder
 
 
 class AdapterTrainer(Trainer):
@@ -74,8 +75,11 @@ class AdapterTrainer(Trainer):
             shutil.rmtree(staging)  # left by a run killed while writing this step
         self.accelerator.wait_for_everyone()  # no process writes its files there before it is clean
         self._staging_root = staging
+        saved = checkpoints(run_dir)
+        last = f"; last complete checkpoint: {saved[0]}" if saved else ""
         try:
-            super()._save_checkpoint(model, trial)
+            with disk_writes(run_dir, final.name + last, cleanup=lambda: shutil.rmtree(staging, ignore_errors=True)):
+                super()._save_checkpoint(model, trial)
         finally:
             self._staging_root = None
         self.accelerator.wait_for_everyone()  # every process has written its files (rng_state_R.pth)

@@ -39,8 +39,7 @@ class ServedModel:
         self.name = name
         self.truncate = truncate
         self.instructions = instructions
-        embeddings = encoder.model.get_input_embeddings().weight  # (V, H)
-        self.vocab_size, self.dimensions = int(embeddings.shape[0]), int(embeddings.shape[1])
+        self.vocab_size, self.dimensions = encoder.vocab_size, encoder.dimension  # the same for every backend
         self.text_limit = encoder.settings.doc_max_length  # tokens of a text that encode keeps whole
 
     def sentences(self, inputs: list[TextOrIds], instruction: str | None) -> list[Any]:

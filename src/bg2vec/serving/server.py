@@ -34,13 +34,18 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def load_encoders(model: str, adapter: str | None, devices: list[str] | None, **options: Any) -> list[Any]:
+def load_encoders(model: str, adapter: str | None, devices: list[str] | None, backend: str = "torch",
+                  onnx_variant: str = "fp32", **options: Any) -> list[Any]:
     """The encoder (`Bg2Vec.from_pretrained(model, adapter, **options)`) on each of `devices` (None: where it
-    loads), resolved once; or a one-line `ConfigError`."""
+    loads), resolved once; with `backend="onnx"`, one ONNX Runtime encoder of an exported folder; or a one-line
+    `ConfigError`."""
+    from ..encoding.backends import load_encoder
     from ..encoding.encoder import Bg2Vec
     from ..models.layouts import resolve_model
 
     try:
+        if backend != "torch":
+            return [load_encoder(model, backend, adapter, variant=onnx_variant)]
         plan = resolve_model(model, adapter)
         encoders = []
         for device in devices or [None]:
