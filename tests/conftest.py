@@ -26,6 +26,8 @@ from bg2vec.models.architectures import ARCHITECTURES as FAMILIES
 
 torch.set_num_threads(2)
 
+REPO = Path(__file__).resolve().parents[1]  # the repository root, for tests in any subfolder
+
 CORPUS = [
     "София е столицата на България и най-големият град в страната.",
     "Пловдив е един от най-старите градове в Европа.",

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import REPO
+
+ROOT = REPO
 SUP = ROOT / "data" / "supervised"
 BG = ROOT / "data" / "bg"
 EVAL = ROOT / "data" / "eval"

@@ -27,9 +27,10 @@ from bg2vec.recipes.mntp import run_mntp
 from bg2vec.recipes.simcse import run_simcse
 from bg2vec.recipes.supervised import run_supervised
 
+from conftest import REPO
 from llm2vec_side import run_llm2vec
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 FRUIT = "ябълка круша слива дюля череша вишна праскова кайсия смокиня грозде".split()
 TINY = dict(max_seq_length=32, per_device_train_batch_size=4, max_steps=2, do_eval=False, lora_r=4,
             learning_rate=1e-3, logging_steps=1, save_steps=1000)  # fmt: skip

@@ -19,9 +19,11 @@ import pytest
 from bg2vec import Bg2Vec
 from serve_process import ServerProcess
 
+from conftest import REPO
+
 QUERY_INSTRUCTION = "Retrieve semantically similar text:"
 TEXTS = ["София е столицата на България.", "The quick brown fox jumps over the lazy dog.", "Пловдив е стар град."]
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOCS = REPO / "docs"
 
 
 @pytest.fixture(scope="module")

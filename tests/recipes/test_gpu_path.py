@@ -27,6 +27,8 @@ from bg2vec.recipes.mntp import run_mntp
 from bg2vec.recipes.simcse import run_simcse
 from bg2vec.models.lora import add_lora
 
+from conftest import REPO
+
 
 def quiet(*args, **kwargs):
     pass
@@ -229,7 +231,7 @@ def test_torchrun_with_two_processes_trains_once_and_reports_once(command, port,
 
 def test_the_gpu_check_script_runs_its_smoke_part_here(tmp_path):
     """benchmarks/gpu_check.py stays ready for the GPU machine: its smoke runs (bf16, checkpointing) work on CPU."""
-    script = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
+    script = REPO / "benchmarks" / "gpu_check.py"
     done = subprocess.run([sys.executable, str(script), "--smoke-only"], capture_output=True, text=True,
                           env={**os.environ, "HF_HUB_OFFLINE": "1", "OUT": str(tmp_path)}, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -16,6 +16,8 @@ from bg2vec.config import MNTPConfig, SupervisedConfig, config_from_dict
 from bg2vec.recipes.mntp import run_mntp
 from bg2vec.recipes.supervised import run_supervised
 
+from conftest import REPO
+
 # llm2vec's train_configs/supervised/Mistral.json, verbatim.
 LLM2VEC_MISTRAL_SUPERVISED = {
     "model_name_or_path": "mistralai/Mistral-7B-Instruct-v0.2",
@@ -126,7 +128,7 @@ def test_the_demo_preset_parses_and_reads_the_shipped_set():
     from bg2vec.config import load_config
     from bg2vec.data.triples import read_triples
 
-    root = Path(__file__).resolve().parent.parent
+    root = REPO
     config = load_config(SupervisedConfig, root / "configs" / "demo-supervised.json")
     assert config.peft_model_name_or_path == "outputs/demo-mntp"
     train = read_triples(root / config.train_file)

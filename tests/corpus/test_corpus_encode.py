@@ -23,10 +23,10 @@ from bg2vec.corpus.provenance import file_digest
 from bg2vec.corpus.sources import Columns, find_inputs, iter_rows
 from bg2vec.corpus.vectors import to_columns
 
-from conftest import CORPUS
+from conftest import REPO, CORPUS
 
 TEXTS = [f"{text} ({number})" for number in range(3) for text in CORPUS]  # 27 distinct texts
-DOCS = Path(__file__).parent.parent / "docs" / "corpus.md"
+DOCS = REPO / "docs" / "corpus.md"
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import REPO
+
+ROOT = REPO
 EVAL = ROOT / "data" / "eval"
 BG = ROOT / "data" / "bg"
 TYPES = {"sts", "pair_classification", "retrieval", "reranking", "bitext_mining",

@@ -19,9 +19,9 @@ from bg2vec import read_embeddings
 from bg2vec.cli import main
 from bg2vec.corpus.provenance import file_digest
 
-from conftest import CORPUS
+from conftest import REPO, CORPUS
 
-SRC = Path(__file__).parent.parent / "src"
+SRC = REPO / "src"
 
 # Runs `bg2vec ARGS...` and kills itself (SIGKILL) at the WHEN-th time the run reaches POINT.
 KILLING_RUN = textwrap.dedent('''

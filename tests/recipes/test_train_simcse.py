@@ -18,9 +18,9 @@ from bg2vec.objectives.simcse import SimCSEModel
 from bg2vec.recipes.mntp import run_mntp
 from bg2vec.recipes.simcse import run_simcse
 
-from conftest import CORPUS
+from conftest import REPO, CORPUS
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = REPO / "configs"
 HELD_OUT = [
     "Варна е морска столица на България.",
     "A decoder can be turned into an encoder.",

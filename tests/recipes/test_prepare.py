@@ -15,6 +15,8 @@ from bg2vec.errors import ConfigError
 from bg2vec.recipes.prepare import SUMMARY_FILE, prepare_corpus
 from bg2vec.recipes.mntp import run_mntp
 
+from conftest import REPO
+
 DOCS = [
     "София е столицата на България.",
     "Пловдив е стар град.",
@@ -22,7 +24,6 @@ DOCS = [
     "Езикът е български.",
     "A sentence encoder maps text to a vector.",
 ]
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture

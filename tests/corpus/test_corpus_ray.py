@@ -13,7 +13,7 @@ import pytest
 from bg2vec import read_embeddings
 from bg2vec.cli import main
 
-from conftest import CORPUS
+from conftest import REPO, CORPUS
 
 import ray  # noqa: E402  (`make test` installs it: the bg2vec-toolkit[ray] extra; never skipped)
 
@@ -22,7 +22,7 @@ OBJECT_STORE_BYTES = 80 * 1024**2
 
 @pytest.fixture
 def local_cluster():
-    src = str(Path(__file__).parent.parent / "src")  # the actors import this checkout's bg2vec
+    src = str(REPO / "src")  # the actors import this checkout's bg2vec
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": src, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}})
     yield
