@@ -61,3 +61,18 @@ def test_the_check_sees_a_missing_file(tmp_path):
     page.write_text("see `benchmarks/no_such_bench.py` and [x](nowhere.md)", encoding="utf-8")
     assert named_paths(page.read_text()) == ["benchmarks/no_such_bench.py"]
     assert not exists("benchmarks/no_such_bench.py", page)
+
+
+def test_the_layout_table_names_every_module():
+    """docs/development.md's layout table lists each module of src/bg2vec under its package (and no other)."""
+    text = (ROOT / "docs" / "development.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| `?([a-z_ ]+?)/?`? \| (.+) \|$", text, flags=re.M))
+    source = ROOT / "src" / "bg2vec"
+    missing = []
+    for folder in sorted(p for p in source.iterdir() if p.is_dir() and (p / "__init__.py").exists()):
+        row = rows.get(folder.name, "")
+        missing += [f"{folder.name}/{m.stem}" for m in folder.glob("*.py")
+                    if m.stem != "__init__" and f"`{m.stem}`" not in row]
+    top = rows.get("top level", "")
+    missing += [m.stem for m in source.glob("*.py") if m.stem != "__init__" and f"`{m.stem}`" not in top]
+    assert not missing, f"add to the layout table in docs/development.md: {missing}"
