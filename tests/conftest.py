@@ -7,6 +7,7 @@ so tests exercise the same loading path users do; a test that needs a model obje
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from bg2vec.models.architectures import ARCHITECTURES as FAMILIES
 torch.set_num_threads(2)
 
 REPO = Path(__file__).resolve().parents[1]  # the repository root, for tests in any subfolder
+# Test modules share helpers by module name (`from test_evaluate import write_task`) across the subfolders.
+sys.path[:0] = [str(folder) for folder in sorted(Path(__file__).parent.iterdir()) if folder.is_dir() and folder.name[0] not in "._"]
 
 CORPUS = [
     "София е столицата на България и най-големият град в страната.",

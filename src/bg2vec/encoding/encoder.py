@@ -268,21 +268,6 @@ class Bg2Vec(nn.Module):
         >>> encoder.encode(["Първи текст.", ["Retrieve similar sentences:", "Втори текст."]]).shape
         (2, 4096)
         """
-        return self.encode_tensor(
-            sentences, batch_size, show_progress_bar, normalize_embeddings, device, dim, max_batch_tokens
-        ).numpy()
-
-    def encode_tensor(
-        self,
-        sentences: list[Any],
-        batch_size: int = 32,
-        show_progress_bar: bool | None = None,
-        normalize_embeddings: bool = False,
-        device: str | torch.device | list[str | torch.device] | None = None,
-        dim: int | None = None,
-        max_batch_tokens: int | None = None,
-    ) -> torch.Tensor:
-        """`encode` as an (N, H) float32 CPU torch.Tensor."""
         if dim is not None:
             dim = self._checked_dim(dim)
         inputs = self.build_inputs(sentences)
@@ -291,7 +276,11 @@ class Bg2Vec(nn.Module):
             embeddings = embeddings[:, :dim]
         if normalize_embeddings:
             embeddings = F.normalize(embeddings, dim=-1)
-        return embeddings
+        return embeddings.numpy()
+
+    def encode_tensor(self, sentences: list[Any], **options: Any) -> torch.Tensor:
+        """`encode(sentences, **options)` as an (N, H) float32 CPU torch.Tensor (the same memory, not a copy)."""
+        return torch.from_numpy(self.encode(sentences, **options))
 
     def stop_pool(self) -> None:
         """Stop the worker processes of `encode(device=[...])`; the model goes back where it was."""
