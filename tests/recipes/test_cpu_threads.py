@@ -42,6 +42,11 @@ def test_threads_for_has_hysteresis():
     assert threads_for(2, 0.05, 8) == 2
 
 
+def thread_callbacks(config: MNTPConfig) -> list:
+    """The thread-count callbacks among those every training run gets."""
+    return [callback for callback in run_callbacks(config) if isinstance(callback, CpuThreads)]
+
+
 def test_other_load_sees_a_busy_process(busy_loop):
     load = OtherLoad()
     time.sleep(1.0)  # this process sleeps: what is busy is the other one
@@ -50,7 +55,7 @@ def test_other_load_sees_a_busy_process(busy_loop):
 
 def test_auto_oversubscribes_while_a_core_is_busy_and_returns(restore_threads, busy_loop):
     torch.set_num_threads(2)
-    (callback,) = run_callbacks(MNTPConfig(model_name_or_path="m", train_file="t", output_dir="o"))
+    (callback,) = thread_callbacks(MNTPConfig(model_name_or_path="m", train_file="t", output_dir="o"))
     assert isinstance(callback, CpuThreads) and callback.fixed is None
     assert torch.get_num_threads() == 2 * cpu_threads.THREADS_PER_CORE_WHEN_BUSY  # the first look, before step 1
     busy_loop.kill()
@@ -65,12 +70,12 @@ def test_auto_oversubscribes_while_a_core_is_busy_and_returns(restore_threads, b
 
 def test_a_number_is_set_and_omp_num_threads_wins(restore_threads, monkeypatch):
     torch.set_num_threads(2)
-    (callback,) = run_callbacks(MNTPConfig(model_name_or_path="m", train_file="t", output_dir="o", cpu_threads=1))
+    (callback,) = thread_callbacks(MNTPConfig(model_name_or_path="m", train_file="t", output_dir="o", cpu_threads=1))
     assert callback.fixed == 1 and torch.get_num_threads() == 1
     callback.on_train_end(None, None, None)
     assert torch.get_num_threads() == 2
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    assert run_callbacks(MNTPConfig(model_name_or_path="m", train_file="t", output_dir="o", cpu_threads=1)) == []
+    assert thread_callbacks(MNTPConfig(model_name_or_path="m", train_file="t", output_dir="o", cpu_threads=1)) == []
 
 
 @pytest.mark.parametrize("value", [0, -1, "many", True, 1.5])
