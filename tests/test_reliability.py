@@ -20,9 +20,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+import bg2vec
 from bg2vec.cli import main
 from test_bad_inputs import (  # noqa: F401  (inputs: the shared read-only world of models and data, a fixture)
-    World, assert_one_error_line, config_argv, encode_argv, inputs, start_worker, training_values, tree_hashes, wait_for,
+    TEXTS, World, assert_one_error_line, config_argv, encode_argv, inputs, start_worker, training_values, tree_hashes, wait_for,
     write_run,
 )
 
@@ -526,3 +527,42 @@ def test_encode_on_a_full_disk_is_one_line_and_leaves_no_partial_file(inputs, sm
     assert status == 1, err
     assert_one_error_line(err, "no space left", "emb.npy")
     assert list(small_disk.iterdir()) == []
+
+
+def children_of(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_ctrl_c_of_a_multi_device_encode_is_one_line(inputs, tmp_path):
+    """Ctrl-C goes to the whole process group: the workers stay quiet, the command says one line, exit 130."""
+    import signal
+    import time
+
+    texts = tmp_path / "many.txt"
+    texts.write_text("\n".join(f"{TEXTS[i % len(TEXTS)]} {i}" for i in range(4000)) + "\n", encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=str(Path(bg2vec.__file__).parents[1]))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bg2vec.cli", "encode", "--model", str(inputs / "mistral"), "--input", str(texts),
+         "--output", str(tmp_path / "out.npy"), "--device", "cpu,cpu", "--batch-size", "1"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    deadline = time.monotonic() + 240
+    while len(children_of(process.pid)) < 2 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.5)
+    time.sleep(3)  # the workers have the model and are encoding
+    assert process.poll() is None, process.communicate()
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("bg2vec encode: interrupted"), err
+    assert not (tmp_path / "out.npy").exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import queue
+import signal
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -61,9 +62,27 @@ class WorkerError(RuntimeError):
     """A worker process failed; the message is the worker's."""
 
 
+@contextmanager
+def sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored while worker processes start, so they start ignoring it (an ignored signal stays ignored
+    across exec, and Python then installs no KeyboardInterrupt handler): Ctrl-C reaches the whole process group,
+    and only the parent should answer it, with one line."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _work(model: nn.Module, pooling_mode: str, bos_token_id: int | None, device: str, threads: int,
           tasks: Any, results: Any) -> None:
     """A worker's loop: take (index, features), put (index, embeddings, None) or (index, None, error)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to answer (see sigint_ignored)
     try:
         torch.set_num_threads(threads)
         model = model.to(device).eval()
@@ -105,7 +124,7 @@ class DevicePool:
             context.Process(target=_work, args=(model, pooling_mode, bos_token_id, d, threads, self.tasks, self.results), daemon=True)
             for d in self.devices
         ]
-        with without_capturing_hooks(model):  # spawn pickles the model as each process starts
+        with without_capturing_hooks(model), sigint_ignored():  # spawn pickles the model as each process starts
             for worker in self.workers:
                 worker.start()
         self._finalizer = weakref.finalize(self, DevicePool._stop, self.workers, self.tasks)  # at exit at the latest
