@@ -25,7 +25,7 @@ equal after normalisation to a data/eval text (or a data/bg/eval_pairs.tsv sente
 with one (bg2vec.evaluation.contamination's normalisation), validation packages disjoint from train packages.
 Output is deterministic for a given set of .debs and Contents/Packages lists.
 """
-import argparse, glob, hashlib, io, json, os, random, re, subprocess, sys, fnmatch
+import argparse, gettext, glob, hashlib, io, json, os, random, re, subprocess, sys, fnmatch
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 
@@ -207,6 +207,15 @@ def debconf_bg(deb):
     return ["\n".join(x) for x in out]
 
 
+def parses(mo):
+    """Whether gettext can read a .mo (a few ship a broken Plural-Forms header)."""
+    try:
+        gettext.GNUTranslations(io.BytesIO(mo))
+        return True
+    except (OSError, ValueError, IndexError, KeyError, SyntaxError, UnicodeDecodeError):
+        return False
+
+
 # --- building ------------------------------------------------------------------------------------------------
 def split_of(pkg):
     """train/validation by package: the small sets' validation packages stay validation, their training ones
@@ -347,7 +356,7 @@ def build_pairs(packages, catalogs, finders, index, drops):
 
 
 def write_source_md(out, packages, versions, licences, corpus, pairs, skipped, drops, reserved, eval_pkgs,
-                    index, candidates):
+                    index, candidates, skipped_catalogs):
     per = defaultdict(lambda: defaultdict(int))
     for s, lines in corpus.items():
         for pkg, _ in lines:
@@ -439,6 +448,10 @@ def write_source_md(out, packages, versions, licences, corpus, pairs, skipped, d
     for p in sorted(skipped):
         add(f"| {p} | {skipped[p]} |")
     add("")
+    add("Unreadable catalogs left out (gettext cannot parse them):\n")
+    for p in sorted(skipped_catalogs):
+        add(f"- {p}: " + ", ".join(f"`{c}`" for c in skipped_catalogs[p]))
+    add("")
     add("## Rebuild\n")
     add("```bash\nnice -n 19 python3 scripts/build_large_corpus.py --output ~/.cache/bg2vec/debian-large "
         "--work ~/.cache/bg2vec/debian-large-work\n```\n")
@@ -475,19 +488,23 @@ def main():
     if package_problems(chosen, [], reserved, eval_pkgs):
         raise SystemExit("refusing: " + "; ".join(package_problems(chosen, [], reserved, eval_pkgs)))
     debs = download(args.work, chosen)
-    versions, licences, docs, catalogs, finders = {}, {}, {}, {}, {}
+    versions, licences, docs, catalogs, finders, skipped_catalogs = {}, {}, {}, {}, {}, {}
     for n, pkg in enumerate(chosen):
         if pkg not in debs:
             skipped[pkg] = "apt-get download failed"
             continue
         versions[pkg], files, cr = ev.read_deb(debs[pkg], pkg, WANTED)
         licences[pkg] = ev.licence_of(cr)
+        bad = [p for p in files if p.endswith(".mo") and not parses(files[p])]
+        if bad:
+            skipped_catalogs[pkg] = bad
+        files = {p: d for p, d in files.items() if p not in bad}
         mos = {p: d for p, d in files.items() if p.endswith(".mo")}
         try:
             docs[pkg] = list(documents(files, debconf_bg(debs[pkg])))
             catalogs[pkg] = sup.catalog_rows(mos)
             finders[pkg] = NegativeFinder([x for x in sup.neg_pool(mos) if not index.reason(x[1])])
-        except (OSError, ValueError, UnicodeDecodeError) as e:   # a broken catalog: skip the package
+        except (OSError, ValueError, IndexError, KeyError, UnicodeDecodeError) as e:   # a broken catalog: skip the package
             skipped[pkg] = f"unreadable catalog ({type(e).__name__})"
             for d in (versions, licences, docs, catalogs, finders):
                 d.pop(pkg, None)
