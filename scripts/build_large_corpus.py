@@ -547,7 +547,7 @@ def main():
     random.Random(0).shuffle(val)
     ev.write_jsonl(os.path.join(out, "supervised", "validation.jsonl"), [r for r, _, _ in val])
     write_source_md(out, packages, versions, licences, corpus, pairs, skipped, drops, reserved, eval_pkgs,
-                    index, candidates)
+                    index, candidates, skipped_catalogs)
     print(open(os.path.join(out, "SOURCE.md"), encoding="utf-8").read().split("## Packages")[0])
 
 
