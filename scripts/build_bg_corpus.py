@@ -9,7 +9,7 @@ evaluation (RESERVED) are never read.  Needs dpkg-deb; --download fetches missin
 
     python3 scripts/build_bg_corpus.py --debs /tmp/bgdeb --download
 """
-import argparse, fnmatch, glob, gettext, html, os, random, re, shutil, subprocess, unicodedata, zipfile
+import argparse, fnmatch, glob, gettext, html, io, os, random, re, shutil, subprocess, unicodedata, zipfile
 import xml.etree.ElementTree as ET
 
 # Reserved for outside evaluation: never downloaded, read or used here (not even for pairs),
@@ -60,9 +60,12 @@ def key(t):  # de-duplication key: case- and punctuation-insensitive
     return " ".join(re.findall(r"\w+", t.lower()))
 
 
-def mo_items(path):
-    """(msgid, text) from a gettext .mo, one per paragraph; option-table paragraphs dropped."""
-    cat = gettext.GNUTranslations(open(path, "rb"))._catalog
+def mo_items(source):
+    """(msgid, text) from a gettext .mo (a path, or its bytes), one per paragraph;
+    option-table paragraphs dropped."""
+    handle = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
+    with handle:
+        cat = gettext.GNUTranslations(handle)._catalog
     for k, v in cat.items():
         if isinstance(k, tuple):              # plural forms: keep the singular only
             k = k[0] if k[1] == 0 else ""

@@ -217,8 +217,12 @@ def fetch_debs(work, packages=PACKAGES):
     return debs
 
 
-def read_deb(deb, pkg):
-    """Bulgarian .mo catalogs, copyright text and version of one .deb (no extraction)."""
+BG_MO = re.compile(r"/locale/bg/LC_MESSAGES/[^/]+\.mo$")
+
+
+def read_deb(deb, pkg, wanted=BG_MO):
+    """Version, {path: bytes} of the files matching `wanted` (the Bulgarian .mo catalogs by
+    default) and copyright text of one .deb (no extraction)."""
     version = subprocess.run(["dpkg-deb", "-f", deb, "Version"], check=True,
                              capture_output=True, text=True).stdout.strip()
     name = subprocess.run(["dpkg-deb", "-f", deb, "Package"], check=True,
@@ -232,7 +236,7 @@ def read_deb(deb, pkg):
             path = m.name.lstrip("./")
             if not m.isfile():
                 continue
-            if re.search(r"/locale/bg/LC_MESSAGES/[^/]+\.mo$", path):
+            if wanted.search(path):
                 mos[path] = tar.extractfile(m).read()
             elif path == f"usr/share/doc/{pkg}/copyright":
                 copyright_text = tar.extractfile(m).read().decode("utf-8", "replace")
