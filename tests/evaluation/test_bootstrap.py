@@ -110,3 +110,32 @@ def test_texts_the_evaluator_skipped_are_encoded_for_the_items(tiny_encoder, tmp
         model.encode([{"text": ["a"]}], task_metadata=None, hf_split="test", hf_subset="default")
         vectors = seen.vectors(["a", "b"], "query")
     np.testing.assert_array_equal(vectors, [[1.0, 0.0], [0.0, 1.0]])
+
+
+def test_every_resample_at_once_equals_scipy_and_scikit_learn():
+    """`statistics` scores all resamples in numpy; each must equal the library's own score of that resample
+    (ties, repeated rows, one-class resamples and constant columns included)."""
+    from scipy.stats import spearmanr
+    from sklearn.metrics import average_precision_score, f1_score, v_measure_score
+
+    from bg2vec.evaluation.bootstrap import statistics
+
+    rng, n = np.random.default_rng(1), 40
+    reference = {
+        "spearman": lambda v: np.nan_to_num(spearmanr(v[:, 0], v[:, 1]).statistic),
+        "average_precision": lambda v: v[0, -1] if v[:, -1].min() == v[:, -1].max()
+        else max(average_precision_score(v[:, -1], v[:, c]) for c in range(v.shape[1] - 1)),
+        "bitext_f1": lambda v: np.mean([f1_score(v[:, 0], v[:, c], zero_division=0, average="weighted") for c in (1, 2)]),
+        "v_measure": lambda v: v_measure_score(v[:, 1], v[:, 0]),
+    }
+    values = {
+        "spearman": np.c_[rng.integers(0, 6, n), rng.integers(0, 3, n)],
+        "average_precision": np.c_[rng.integers(0, 5, n) / 5, rng.normal(size=n), rng.random(n) < 0.2],
+        "bitext_f1": np.c_[np.arange(n), np.where(rng.random(n) < 0.6, np.arange(n), rng.integers(0, n, n)), rng.integers(0, n, n)],
+        "v_measure": np.c_[rng.integers(0, 4, n), rng.integers(0, 3, n)],
+    }
+    indices = np.concatenate([resample_indices("t", n, 150), np.zeros((1, n), dtype=int)])  # + one row repeated
+    for kind, table in values.items():
+        items = {"statistic": kind, "values": table.astype(float).tolist()}
+        expected = [reference[kind](table.astype(float)[index]) for index in indices]
+        np.testing.assert_allclose(statistics(items, indices), expected, atol=1e-12, err_msg=kind)
