@@ -38,6 +38,8 @@ def statistics(items: dict[str, Any], indices: np.ndarray) -> np.ndarray:
     if kind == "mean":
         return values[indices].mean(axis=1)
     if kind == "spearman":
+        from scipy.stats import rankdata  # average ranks for ties, as spearmanr
+
         return _pearson(rankdata(values[indices, 0], axis=1), rankdata(values[indices, 1], axis=1))
     if kind == "average_precision":
         labels = values[indices, -1]  # (R, N)
@@ -48,12 +50,6 @@ def statistics(items: dict[str, Any], indices: np.ndarray) -> np.ndarray:
     if kind == "v_measure":
         return _v_measure(values[indices, 1].astype(int), values[indices, 0].astype(int))
     raise ValueError(f"unknown item statistic {kind!r}")
-
-
-def rankdata(x: np.ndarray, axis: int) -> np.ndarray:
-    from scipy.stats import rankdata as scipy_rankdata
-
-    return scipy_rankdata(x, axis=axis)  # average ranks for ties, as spearmanr
 
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
